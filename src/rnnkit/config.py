@@ -1,0 +1,308 @@
+"""Run configuration: dataclasses per YAML section, validated once at the edge.
+
+A config file has up to four sections (``data``, ``embeddings``, ``model``, ``train``); every key
+is optional and falls back to the defaults below. ``load_config`` reads the YAML, applies
+``--set section.key=value`` overrides, and checks names, types, choices and ranges, so the rest
+of the code can trust a :class:`Config` without checking it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnkit.errors import ConfigError
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+DEFAULT_TOKEN_PATTERN = r"[a-z0-9]+(?:['’][a-z]+)?|[^\sa-z0-9]"
+
+
+def _choice(default: str, *choices: str, prefix: str | None = None) -> Any:
+    """A string field restricted to ``choices`` (or starting with ``prefix``)."""
+    return field(default=default, metadata={"choices": choices, "prefix": prefix})
+
+
+def _at_least(default: Any, minimum: float) -> Any:
+    return field(default=default, metadata={"min": minimum})
+
+
+def _fraction(default: float) -> Any:
+    return field(default=default, metadata={"min": 0.0, "max": 0.99})
+
+
+@dataclass
+class DataConfig:
+    """Where the documents come from and how they become token ids."""
+
+    dataset: str = _choice("20newsgroups", "20newsgroups", "folder", "csv", "jsonl")
+    archive: str | None = None
+    data_home: str | None = None
+    path: str | None = None
+    categories: list[str] | None = None
+    remove: list[str] = field(default_factory=list, metadata={"items": ("headers", "footers", "quotes")})
+    split: str = _choice("bydate", "bydate", "random")
+    test_size: float = _fraction(0.2)
+    val_size: float = _fraction(0.1)
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = _at_least(400, 1)
+    lowercase: bool = True
+    token_pattern: str = DEFAULT_TOKEN_PATTERN
+    min_freq: int = _at_least(2, 1)
+    max_vocab: int | None = _at_least(50000, 2)
+    cache_dir: str = "~/.cache/rnnkit"
+
+
+@dataclass
+class EmbeddingsConfig:
+    """Which word vectors initialise the embedding layer."""
+
+    source: str = "random"
+    dim: int = _at_least(100, 1)
+    freeze: bool = False
+    limit: int | None = _at_least(None, 1)
+    binary: bool | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The classifier: a registered model name and its hyperparameters."""
+
+    name: str = "lstm"
+    hidden_size: int = _at_least(128, 1)
+    num_layers: int = _at_least(1, 1)
+    bidirectional: bool = False
+    pooling: str = _choice("last", "last", "mean", "max", "attention")
+    embedding_dropout: float = _fraction(0.0)
+    dropout: float = _fraction(0.0)
+    head_dropout: float = _fraction(0.0)
+    head_hidden: int = _at_least(0, 0)
+    kernel: str = _choice("auto", "auto", "native")
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop, the device and what is saved along the way."""
+
+    epochs: int = _at_least(10, 1)
+    batch_size: int = _at_least(64, 1)
+    eval_batch_size: int = _at_least(256, 1)
+    lr: float = field(default=1e-3, metadata={"min": 0.0, "exclusive_min": True})
+    optimizer: str = _choice("adam", "adam", "adamw", "sgd")
+    weight_decay: float = _at_least(0.0, 0.0)
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    scheduler: str = _choice("none", "none", "cosine", "step", "plateau")
+    grad_clip: float = _at_least(1.0, 0.0)
+    class_weights: str = _choice("none", "none", "balanced")
+    patience: int = _at_least(3, 0)
+    monitor: str = _choice("val_accuracy", "val_accuracy", "val_macro_f1", "val_loss")
+    seed: int = _at_least(42, 0)
+    device: str = _choice("auto", "auto", "cpu", "cuda", prefix="cuda:")
+    amp: bool = True
+    deterministic: bool = False
+    num_threads: int = _at_least(0, 0)
+    flush_denormal: bool = True
+    checkpoint_every: int = _at_least(0, 0)
+    compile: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """A whole run's configuration; ``to_dict`` round-trips through :func:`config_from_dict`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "embeddings": EmbeddingsConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+}
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, validate."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    for override in overrides:
+        _apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from plain data (a parsed YAML file or a saved run)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of sections {list(SECTIONS)}, got {_kind(raw)}")
+    sections = {}
+    for name, values in raw.items():
+        section_type = SECTIONS.get(name)
+        if section_type is None:
+            raise ConfigError(f"unknown config section '{name}'{_suggest(name, SECTIONS)}")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{name}' must be a mapping of keys, got {_kind(values)}")
+        sections[name] = _build_section(name, section_type, values)
+    return Config(**sections)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (see configs/ for examples)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections {list(SECTIONS)}, got {_kind(data)}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply ``section.key=value``; the value is parsed as YAML, so ``3``, ``true``, ``[a, b]`` work."""
+    key, sep, text = override.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"override '{override}' must look like section.key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    target = raw.setdefault(section, {})
+    if target is None:
+        target = raw[section] = {}
+    if not isinstance(target, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping of keys, got {_kind(target)}")
+    target[name] = value
+
+
+def _build_section(section: str, section_type: type, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_type)}
+    hints = typing.get_type_hints(section_type)
+    checked = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{section}.{key}'{_suggest(str(key), fields, section)}")
+        where = f"{section}.{key}"
+        value = _check_type(where, value, hints[key])
+        _check_constraints(where, value, fields[key].metadata)
+        checked[key] = value
+    return section_type(**checked)
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` converted to ``hint`` where that loses nothing (int -> float), else raise."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{where} must be set (got an empty value)")
+    for option in options:
+        if option is type(None):
+            continue
+        origin = typing.get_origin(option) or option
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is list and isinstance(value, (list, tuple)):
+            (item_type,) = typing.get_args(option) or (Any,)
+            if item_type is str and not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+            return list(value)
+        if origin is list and isinstance(value, str):
+            return [value]
+        if origin is dict and isinstance(value, dict):
+            return dict(value)
+    expected = " or ".join(_type_name(option) for option in options)
+    raise ConfigError(f"{where} must be {expected}, got {_kind(value)} {value!r}")
+
+
+def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices and value is not None and value not in choices:
+        prefix = meta.get("prefix")
+        if not (prefix and isinstance(value, str) and value.startswith(prefix)):
+            allowed = ", ".join(choices) + (f", {prefix}N" if prefix else "")
+            hint = _suggest(str(value), choices)
+            raise ConfigError(f"{where} must be one of {allowed}; got '{value}'{hint}")
+    items = meta.get("items")
+    if items:
+        unknown = [item for item in value if item not in items]
+        if unknown:
+            raise ConfigError(f"{where} may only contain {', '.join(items)}; got {unknown[0]!r}")
+    if value is None or isinstance(value, (bool, str, list, dict)):
+        return
+    if "min" in meta and (value < meta["min"] or (meta.get("exclusive_min") and value == meta["min"])):
+        relation = "greater than" if meta.get("exclusive_min") else "at least"
+        raise ConfigError(f"{where} must be {relation} {meta['min']}, got {value}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{where} must be at most {meta['max']}, got {value}")
+
+
+def _suggest(name: str, candidates: typing.Iterable[str], section: str | None = None) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    if not match:
+        return ""
+    return f"; did you mean '{section}.{match[0]}'?" if section else f"; did you mean '{match[0]}'?"
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint) or hint
+    return {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(origin, str(hint))
+
+
+def _kind(value: Any) -> str:
+    return {
+        list: "a list",
+        dict: "a mapping",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "nothing",
+    }.get(type(value), type(value).__name__)
