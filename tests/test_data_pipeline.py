@@ -1,0 +1,127 @@
+"""prepare_data on the user's own data: splits, empty documents, caching, encoding new texts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnkit.config import Config
+from rnnkit.data import encode_texts, prepare_data
+from rnnkit.data.text import UNK_ID
+
+
+@pytest.fixture(autouse=True)
+def _no_cache_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RNNKIT_CACHE", raising=False)
+
+
+def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    lines = ["text,label", *(f'"{text}",{label}' for text, label in rows)]
+    path.write_bytes("\n".join(lines).encode("utf-8") + b"\n")
+    return path
+
+
+def _config(tmp_path: Path, path: Path, dataset: str = "csv") -> Config:
+    cfg = Config()
+    cfg.data.dataset, cfg.data.path, cfg.data.cache_dir = dataset, str(path), str(tmp_path / "cache")
+    cfg.data.min_freq, cfg.data.max_length, cfg.data.val_size = 1, 5, 0.25
+    cfg.data.token_pattern = r"[a-z0-9]+"  # punctuation-only documents become empty
+    return cfg
+
+
+@pytest.fixture
+def split_csv(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    train = [(f"space rocket launch {i}", "space") for i in range(8)] + [
+        (f"hockey goal {i}", "sport") for i in range(8)
+    ]
+    _csv(folder / "train.csv", [*train, ("", "space"), ("!!! ...", "sport")])
+    _csv(folder / "test.csv", [("rocket goal unseenword", "space"), ("", "sport")])
+    return folder
+
+
+def test_train_and_test_files_give_a_stratified_validation_part(tmp_path: Path, split_csv: Path) -> None:
+    data = prepare_data(_config(tmp_path, split_csv))
+    assert (len(data.train), len(data.validation), len(data.test)) == (12, 4, 2)
+    assert np.bincount(data.validation.labels).tolist() == [2, 2]
+    assert data.label_names == ["space", "sport"] and data.embeddings is None
+
+
+def test_empty_training_documents_are_dropped_and_empty_test_documents_become_unk(
+    tmp_path: Path, split_csv: Path
+) -> None:
+    data = prepare_data(_config(tmp_path, split_csv))
+    assert data.stats["empty_docs_dropped"] == 1 and data.stats["empty_after_cleaning_dropped"] == 1
+    assert data.stats["empty_test_docs_as_unk"] == 1 and data.test.sequences[1].tolist() == [UNK_ID]
+    assert data.train.lengths.min() >= 1 and data.train.lengths.max() <= 5
+
+
+def test_vocabulary_comes_from_the_training_part_only(tmp_path: Path, split_csv: Path) -> None:
+    data = prepare_data(_config(tmp_path, split_csv))
+    assert "unseenword" not in data.vocab
+    validation_only = {t for s in data.validation.sequences for t in s} - {
+        t for s in data.train.sequences for t in s
+    }
+    assert validation_only <= {UNK_ID}
+
+
+def test_second_run_hits_the_cache_with_identical_data(tmp_path: Path, split_csv: Path) -> None:
+    cfg = _config(tmp_path, split_csv)
+    first, second = prepare_data(cfg), prepare_data(cfg)
+    assert (first.stats["corpus_cache"], second.stats["corpus_cache"]) == ("miss", "hit")
+    assert first.vocab == second.vocab
+    assert all(
+        np.array_equal(a, b) for a, b in zip(first.train.sequences, second.train.sequences, strict=True)
+    )
+    assert np.array_equal(first.test.labels, second.test.labels)
+
+
+def test_cache_misses_when_a_file_or_a_setting_changes(tmp_path: Path, split_csv: Path) -> None:
+    cfg = _config(tmp_path, split_csv)
+    prepare_data(cfg)
+    cfg.data.min_freq = 2
+    assert prepare_data(cfg).stats["corpus_cache"] == "miss"
+    _csv(split_csv / "test.csv", [("rocket", "space")])
+    os.utime(split_csv / "test.csv", ns=(1, 1))
+    changed = prepare_data(cfg)
+    assert changed.stats["corpus_cache"] == "miss" and len(changed.test) == 1
+
+
+def test_env_var_overrides_the_cache_folder(
+    tmp_path: Path, split_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "env-cache"))
+    prepare_data(_config(tmp_path, split_csv))
+    assert (tmp_path / "env-cache" / "corpus").is_dir() and not (tmp_path / "cache").exists()
+
+
+def test_one_folder_is_split_by_test_size(tmp_path: Path) -> None:
+    for label in ("a", "b"):
+        for i in range(10):
+            (tmp_path / "docs" / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "docs" / label / f"{i}.txt").write_bytes(f"{label} word {i} \xff".encode("latin-1"))
+    data = prepare_data(_config(tmp_path, tmp_path / "docs", dataset="folder"))
+    assert len(data.test) == 4 and np.bincount(data.test.labels).tolist() == [2, 2]
+    assert data.stats["undecodable_docs"] == 20
+
+
+def test_jsonl_file_with_train_word2vec_embeddings(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(f'{{"text": "word{i % 3} common", "label": {i % 2}}}\n' for i in range(20)))
+    cfg = _config(tmp_path, path, dataset="jsonl")
+    cfg.embeddings.source, cfg.embeddings.dim = "train", 4
+    data = prepare_data(cfg)
+    assert data.embeddings is not None and tuple(data.embeddings.shape) == (len(data.vocab), 4)
+    assert data.stats["embedding_coverage_vocab_pct"] == 100.0 and not data.embeddings[0].any()
+
+
+def test_encode_texts_reads_new_text_like_training_did(tmp_path: Path, split_csv: Path) -> None:
+    data = prepare_data(_config(tmp_path, split_csv))
+    encoded = encode_texts(["Rocket LAUNCH never-seen", ""], data.vocab, max_length=5)
+    rocket, launch = data.vocab.stoi["rocket"], data.vocab.stoi["launch"]
+    assert encoded.sequences[0].tolist()[:2] == [rocket, launch]
+    assert encoded.sequences[1].tolist() == [UNK_ID] and encoded.labels.tolist() == [0, 0]

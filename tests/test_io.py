@@ -1,0 +1,36 @@
+"""Run-folder files are replaced whole or not at all."""
+
+import json
+import os
+
+import pytest
+
+from rnnkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_creates_parent_folders_and_writes_the_content(tmp_path):
+    target = tmp_path / "a" / "b" / "file.txt"
+    atomic_write_text(target, "héllo")
+    assert target.read_text(encoding="utf-8") == "héllo"
+
+
+def test_atomic_write_replaces_an_existing_file_and_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"accuracy": 0.5})
+    atomic_write_json(target, {"accuracy": 0.75})
+    assert json.loads(target.read_text()) == {"accuracy": 0.75}
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_a_failed_write_keeps_the_previous_file_intact(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    atomic_write_bytes(target, b"good checkpoint")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"half a checkpoint")
+    assert target.read_bytes() == b"good checkpoint"
+    assert os.listdir(tmp_path) == ["last.ckpt"]
