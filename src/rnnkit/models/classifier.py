@@ -1,0 +1,192 @@
+"""The text classifiers: token embedder -> recurrent encoder -> pooling -> softmax head.
+
+``RNNClassifier``, ``LSTMClassifier`` and ``GRUClassifier`` are plain ``nn.Module`` s that differ
+only in their recurrent cell; use them in any training loop::
+
+    model = LSTMClassifier(vocab_size=20000, num_classes=20, bidirectional=True, pooling="max")
+    loss = nn.functional.cross_entropy(model(token_ids, lengths), labels)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.config import ModelConfig
+from rnnkit.models.embedders import TokenEmbedder
+from rnnkit.models.encoders import RecurrentEncoder
+from rnnkit.models.heads import ClassifierHead
+from rnnkit.models.kernels import KERNELS
+from rnnkit.models.pooling import build_pooling
+from rnnkit.models.registry import register_model
+
+
+class RecurrentClassifier(nn.Module):
+    """The shared model; subclasses only choose ``cell`` ("rnn", "lstm" or "gru").
+
+    Args:
+        vocab_size: number of token ids; id 0 is padding.
+        num_classes: number of output logits.
+        embedding_dim: vector size, ignored when ``pretrained`` is given (its width is used).
+        hidden_size: recurrent units per direction.
+        num_layers: stacked recurrent layers.
+        bidirectional: add a right-to-left pass to every layer.
+        pooling: "last", "mean", "max" or "attention" (see :mod:`rnnkit.models.pooling`).
+        embedding_dropout: dropout on the embedded tokens.
+        dropout: dropout between recurrent layers.
+        head_dropout: dropout on the pooled vector, before the head.
+        head_hidden: size of a ReLU hidden layer in the head; 0 for a linear head.
+        pretrained: ``(vocab_size, dim)`` vectors to start the embedding from.
+        freeze_embeddings: keep the embedding fixed during training.
+        kernel: "auto" (rnnkit's fastest exact path) or "native" (the torch modules).
+
+    Attributes:
+        hparams: the constructor arguments except ``pretrained``, so that
+            ``type(model)(**model.hparams)`` rebuilds the architecture and ``load_state_dict``
+            restores every weight, the embedding included.
+    """
+
+    cell: ClassVar[str]
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding_dim: int = 100,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        pooling: str = "last",
+        embedding_dropout: float = 0.0,
+        dropout: float = 0.0,
+        head_dropout: float = 0.0,
+        head_hidden: int = 0,
+        pretrained: Tensor | None = None,
+        freeze_embeddings: bool = False,
+        kernel: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not hasattr(self, "cell"):
+            raise TypeError(
+                "RecurrentClassifier is a base class: use RNNClassifier, LSTMClassifier or GRUClassifier"
+            )
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
+        if pretrained is not None:
+            embedding_dim = int(pretrained.shape[1])
+        self.hparams: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "num_classes": num_classes,
+            "embedding_dim": embedding_dim,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "bidirectional": bidirectional,
+            "pooling": pooling,
+            "embedding_dropout": embedding_dropout,
+            "dropout": dropout,
+            "head_dropout": head_dropout,
+            "head_hidden": head_hidden,
+            "freeze_embeddings": freeze_embeddings,
+            "kernel": kernel,
+        }
+        self.embedder = TokenEmbedder(
+            vocab_size,
+            embedding_dim,
+            pretrained=pretrained,
+            freeze=freeze_embeddings,
+            dropout=embedding_dropout,
+        )
+        self.encoder = RecurrentEncoder(
+            self.cell,
+            embedding_dim,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            kernel=kernel,
+        )
+        self.pooling = build_pooling(pooling, hidden_size, bidirectional)
+        self.head = ClassifierHead(
+            self.encoder.output_size, num_classes, hidden_size=head_hidden, dropout=head_dropout
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: ModelConfig,
+        *,
+        vocab_size: int,
+        num_classes: int,
+        embedding_dim: int = 100,
+        embeddings: Tensor | None = None,
+        freeze_embeddings: bool = False,
+    ) -> RecurrentClassifier:
+        """The model a config's ``model:`` section describes; the registry factory of rnn/lstm/gru."""
+        return cls(
+            vocab_size,
+            num_classes,
+            embedding_dim=embedding_dim,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            bidirectional=cfg.bidirectional,
+            pooling=cfg.pooling,
+            embedding_dropout=cfg.embedding_dropout,
+            dropout=cfg.dropout,
+            head_dropout=cfg.head_dropout,
+            head_hidden=cfg.head_hidden,
+            pretrained=embeddings,
+            freeze_embeddings=freeze_embeddings,
+            kernel=cfg.kernel,
+        )
+
+    def forward(self, token_ids: Tensor, lengths: Tensor) -> Tensor:
+        """Logits ``(batch, num_classes)`` for right-padded ``token_ids`` ``(batch, time)``.
+
+        ``lengths`` ``(batch,)`` counts each text's real tokens (``1 <= length <= time``); tokens
+        past it are padding and never change the result.
+        """
+        lengths = lengths.to(token_ids.device)
+        outputs = self.encoder(self.embedder(token_ids), lengths)
+        return self.head(self.pooling(outputs, lengths))
+
+    @torch.no_grad()
+    def predict_proba(self, token_ids: Tensor, lengths: Tensor) -> Tensor:
+        """Class probabilities ``(batch, num_classes)``, the softmax of the logits, with dropout off.
+
+        Evaluates in eval mode and restores the previous mode, so calling it mid-training is safe.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self(token_ids, lengths).softmax(dim=1)
+        finally:
+            self.train(was_training)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """How many weights the model has (only those the optimiser updates if ``trainable_only``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class RNNClassifier(RecurrentClassifier):
+    """Elman RNN (tanh) classifier: the smallest and fastest cell, weak on long texts."""
+
+    cell = "rnn"
+
+
+class LSTMClassifier(RecurrentClassifier):
+    """LSTM classifier: gated memory that keeps information over long texts."""
+
+    cell = "lstm"
+
+
+class GRUClassifier(RecurrentClassifier):
+    """GRU classifier: gated like the LSTM with three gates instead of four, so fewer parameters."""
+
+    cell = "gru"
+
+
+register_model("rnn")(RNNClassifier.from_config)
+register_model("lstm")(LSTMClassifier.from_config)
+register_model("gru")(GRUClassifier.from_config)

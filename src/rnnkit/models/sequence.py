@@ -1,0 +1,31 @@
+"""Operations on right-padded batches ``(batch, time, ...)`` with per-example ``lengths``.
+
+Every model component treats position ``t`` of example ``b`` as real iff ``t < lengths[b]``; these
+helpers are the one place that rule is written down.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def padding_mask(lengths: Tensor, steps: int) -> Tensor:
+    """``(batch, steps)`` booleans, True at real tokens and False at padding."""
+    positions = torch.arange(steps, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence within its own length and leave its padding in place.
+
+    ``[a, b, c, pad]`` with length 3 becomes ``[c, b, a, pad]``. The padding stays at the end, so a
+    forward pass over the result never lets padding reach a real position; applying the function
+    twice gives back the input, which is how reverse-direction outputs are put back in order.
+    """
+    batch, steps = inputs.shape[:2]
+    positions = torch.arange(steps, device=inputs.device).expand(batch, steps)
+    flipped = lengths.unsqueeze(1) - 1 - positions
+    index = torch.where(flipped >= 0, flipped, positions)
+    index = index.view(batch, steps, *([1] * (inputs.dim() - 2))).expand_as(inputs)
+    return inputs.gather(1, index)
