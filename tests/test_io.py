@@ -34,3 +34,11 @@ def test_a_failed_write_keeps_the_previous_file_intact(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"half a checkpoint")
     assert target.read_bytes() == b"good checkpoint"
     assert os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_files_get_ordinary_permissions_not_the_private_mode_of_temporary_files(tmp_path):
+    target = tmp_path / "config.yaml"
+    atomic_write_text(target, "train: {}\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -106,7 +106,7 @@ class TrainConfig:
     class_weights: str = _choice("none", "none", "balanced")
     patience: int = _at_least(3, 0)
     monitor: str = _choice("val_accuracy", "val_accuracy", "val_macro_f1", "val_loss")
-    seed: int = _at_least(42, 0)
+    seed: int = field(default=42, metadata={"min": 0, "max": 2**32 - 1})  # numpy/scikit-learn seeds
     device: str = _choice("auto", "auto", "cpu", "cuda", prefix="cuda:")
     amp: bool = True
     deterministic: bool = False
@@ -286,6 +286,9 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         if origin is list and isinstance(value, str):
             return [value]
         if origin is dict and isinstance(value, dict):
+            (key_type, _) = typing.get_args(option) or (Any, Any)
+            if key_type is str and not all(isinstance(key, str) for key in value):
+                raise ConfigError(f"{where} keys must be names (strings), got {_show(list(value))}")
             return dict(value)
     expected = " or ".join(_type_name(option) for option in options)
     raise ConfigError(f"{where} must be {expected}, got {_kind(value)} {_show(value)}")

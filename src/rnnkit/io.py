@@ -13,6 +13,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tmp file, fsync, rename, fsync of the folder)."""
     target = Path(path)
@@ -20,6 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)  # mkstemp makes 0600; run files are ordinary files
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -8,8 +8,10 @@ Empty documents are kept here; the pipeline decides what to do with them after t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +72,11 @@ def encode_labels(raw: Sequence[Any], names: Sequence[str] | None = None) -> tup
 
 def _label_sort_key(name: str) -> tuple[int, float, str]:
     try:
-        return (0, float(name), name)
+        number = float(name)
     except ValueError:
         return (1, 0.0, name)
+    # NaN compares false with everything, which would make the order (so the ids) depend on set order.
+    return (1, 0.0, name) if math.isnan(number) else (0, number, name)
 
 
 def _decode(data: bytes, stats: dict[str, int]) -> str:
@@ -128,13 +132,21 @@ def _read_records(
     return texts, labels
 
 
+_CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default is 128 KiB; this fits a C long everywhere
+
+
 def _read_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[Any], dict[str, int]]:
     stats = _new_stats()
     text = _decode(path.read_bytes(), stats)
+    # newline="": rows end only at \n / \r (str.splitlines also cuts at \f, \x1c, \u2028, ... which
+    # csv.writer leaves unquoted). The field limit is lifted for the read: one long document is fine.
+    limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
-        records = list(csv.DictReader(text.splitlines(keepends=True)))
+        records = list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as error:
         raise DataError(f"{path} is not a valid CSV file: {error}") from None
+    finally:
+        csv.field_size_limit(limit)
     if stats["undecodable_docs"]:
         # The whole file was decoded at once: count the rows that got replacement characters.
         stats["undecodable_docs"] = sum("\ufffd" in "".join(map(str, r.values())) for r in records)
@@ -152,7 +164,7 @@ def _read_jsonl(
             continue
         try:
             record = json.loads(_decode(line, stats))
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: very deeply nested arrays
             raise DataError(f"{path}:{number} is not valid JSON: {error}") from None
         if not isinstance(record, dict):
             raise DataError(
@@ -241,13 +253,15 @@ def split_indices(
     indices = np.arange(len(labels))
     if fraction <= 0 or len(indices) < 2:
         return indices, indices[:0]
+    # The count scikit-learn would take for ``fraction``, but always leaving one document behind.
+    size = min(math.ceil(fraction * len(indices)), len(indices) - 1)
     try:
         rest, held = train_test_split(
-            indices, test_size=fraction, random_state=seed, stratify=labels if stratify else None
+            indices, test_size=size, random_state=seed, stratify=labels if stratify else None
         )
     except ValueError:
         logger.warning("too few documents per class for a stratified split; using a plain random split")
-        rest, held = train_test_split(indices, test_size=fraction, random_state=seed)
+        rest, held = train_test_split(indices, test_size=size, random_state=seed)
     return rest, held
 
 

@@ -189,6 +189,10 @@ def _build_corpus(cfg: Config, tokenizer: Tokenizer) -> _Corpus:
         raise DataError("the training split is empty; check data.path, data.categories and data.test_size")
     pool_tokens = [tokenizer(text) for text in pool.texts]
     keep = np.array([i for i, tokens in enumerate(pool_tokens) if tokens], dtype=np.int64)
+    if len(keep) == 0:
+        raise DataError(
+            "no training document has a single token; check data.text_column and data.token_pattern"
+        )
     empty_raw = sum(not text.strip() for text in pool.texts)
     stats: dict[str, Any] = {
         **pool.stats,

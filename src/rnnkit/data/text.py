@@ -34,7 +34,7 @@ class Tokenizer:
     def __post_init__(self) -> None:
         try:
             regex = re.compile(self.pattern)
-        except re.error as error:
+        except (re.error, OverflowError, RecursionError) as error:  # a{99999999999}, deep nesting
             raise DataError(f"data.token_pattern {self.pattern!r} is not a valid regex: {error}") from None
         if regex.groups:
             # findall would return the groups instead of whole tokens.
@@ -42,14 +42,21 @@ class Tokenizer:
         object.__setattr__(self, "_regex", regex)
 
     def __call__(self, text: str) -> list[str]:
-        return self._regex.findall(text.lower() if self.lowercase else text)
+        # filter: a pattern that can match nothing (``a*``, ``\b``) must not yield empty tokens.
+        return list(filter(None, self._regex.findall(text.lower() if self.lowercase else text)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"lowercase": self.lowercase, "pattern": self.pattern}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
-        return cls(lowercase=bool(data["lowercase"]), pattern=str(data["pattern"]))
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("lowercase"), bool)
+            and isinstance(data.get("pattern"), str)
+        ):
+            raise DataError("a saved tokenizer needs 'lowercase' (true/false) and 'pattern' (a string)")
+        return cls(lowercase=data["lowercase"], pattern=data["pattern"])
 
 
 class Vocabulary:
@@ -103,9 +110,10 @@ class Vocabulary:
     __hash__ = None  # type: ignore[assignment]  # mutable container semantics
 
     def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
-        """Token ids (int32); unknown tokens become ``<unk>``."""
+        """Token ids (int32); unknown tokens become ``<unk>``, and so does the literal text ``<pad>``
+        (``or``: id 0), so that padding only ever means padding."""
         get = self.stoi.get
-        return np.fromiter((get(t, UNK_ID) for t in tokens), dtype=np.int32, count=len(tokens))
+        return np.fromiter((get(t, UNK_ID) or UNK_ID for t in tokens), dtype=np.int32, count=len(tokens))
 
     def encode(self, text: str) -> np.ndarray:
         return self.encode_tokens(self.tokenizer(text))
@@ -117,7 +125,10 @@ class Vocabulary:
     def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise DataError(f"not an rnnkit vocabulary (expected format {_FORMAT!r})")
-        return cls(data["itos"], Tokenizer.from_dict(data["tokenizer"]))
+        itos = data.get("itos")
+        if not isinstance(itos, list) or not all(isinstance(token, str) for token in itos):
+            raise DataError("a saved vocabulary needs 'itos', a list of token strings")
+        return cls(itos, Tokenizer.from_dict(data.get("tokenizer")))
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -126,6 +137,6 @@ class Vocabulary:
     def load(cls, path: str | Path) -> Vocabulary:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise DataError(f"cannot read vocabulary {path}: {error}") from None
         return cls.from_dict(data)

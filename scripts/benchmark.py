@@ -1,0 +1,465 @@
+"""Side-by-side training and inference throughput: rnnkit vs plain PyTorch vs Keras 3.
+
+Every variant trains the same model (embedding 100, hidden 128, one layer, linear/softmax head,
+Adam 1e-3, batch 64) on the same documents, grouped into the same batches:
+
+* ``tutorial``: ``nn.Embedding`` + ``nn.LSTM``/``GRU``/``RNN`` + ``nn.Linear`` on the last hidden
+  state, every batch padded to ``max_length``, default PyTorch settings (denormals not flushed);
+* ``tutorial+flush``: the same with ``torch.set_flush_denormal(True)``, to show what that alone gives;
+* ``rnnkit native``: rnnkit's classifier on length-bucketed batches, rnnkit's runtime settings,
+  ``kernel="native"`` (plain torch modules);
+* ``rnnkit``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
+* ``keras``: Keras 3 on the torch backend, padded to ``max_length``, ``train_on_batch``
+  (skipped with a note when keras is not installed).
+
+Timed batches are a stratified sample of one epoch's bucketed batches (evenly spaced length
+quantiles), so ``s/epoch`` (mean batch time x batches per epoch of the 11,314-document training
+set) is representative with few batches; train tokens/s is the epoch's real tokens (never padding)
+over that time. Inference classifies whole length-sorted batches of ``--eval-batch-size`` documents
+(rnnkit) or the same documents in padded batches of ``--batch-size`` (tutorial, Keras).
+
+    python scripts/benchmark.py --archive /path/to/20news-bydate.tar.gz --json bench.json
+    python scripts/benchmark.py --cells lstm --bidirectional uni --batches 2   # quick, synthetic data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnnkit.config import TrainConfig
+from rnnkit.data.batching import BucketBatchSampler, EncodedDataset, collate
+from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RNNClassifier
+from rnnkit.runtime import configure_runtime
+
+TRAIN_DOCS = 11314  # 20 Newsgroups "bydate" training set
+NUM_CLASSES = 20
+CELLS = {"rnn": (nn.RNN, RNNClassifier), "lstm": (nn.LSTM, LSTMClassifier), "gru": (nn.GRU, GRUClassifier)}
+
+
+@dataclass
+class Result:
+    """One variant's measurement; ratios are filled in against ``tutorial`` of the same model."""
+
+    cell: str
+    direction: str
+    variant: str
+    train_tokens_per_s: float | None = None
+    train_s_per_epoch: float | None = None
+    infer_docs_per_s: float | None = None
+    train_speedup: float | None = None
+    infer_speedup: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Workload:
+    """The documents and their batches, shared by every variant."""
+
+    docs: list[np.ndarray]
+    labels: np.ndarray
+    vocab_size: int
+    max_length: int
+    source: str
+    train_batches: list[list[int]] = field(default_factory=list)
+    infer_docs: list[int] = field(default_factory=list)
+    epoch_batches: int = 0
+    epoch_tokens: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def load_workload(args: argparse.Namespace) -> Workload:
+    """Real 20 Newsgroups through rnnkit's data pipeline, or synthetic look-alike documents."""
+    if args.archive:
+        from rnnkit.data.newsgroups import load_20newsgroups
+        from rnnkit.data.text import Tokenizer, Vocabulary
+
+        data = load_20newsgroups(subset="train", archive=args.archive)
+        tokenizer = Tokenizer()
+        tokens = [tokenizer(text) for text in data.texts]
+        vocab = Vocabulary.build(tokens, min_freq=2, max_size=50000, tokenizer=tokenizer)
+        docs = [vocab.encode_tokens(t) if t else np.array([1]) for t in tokens]
+        labels, vocab_size, source = np.asarray(data.labels), len(vocab), f"20 Newsgroups ({args.archive})"
+    else:
+        rng = np.random.default_rng(args.seed)
+        lengths = np.clip(rng.lognormal(math.log(250), 0.9, TRAIN_DOCS).astype(int), 1, None)
+        vocab_size = 50000
+        docs = [np.minimum(rng.zipf(1.3, n), vocab_size - 1) for n in lengths]
+        labels = rng.integers(0, NUM_CLASSES, TRAIN_DOCS)
+        source = "synthetic 20 Newsgroups-shaped (lognormal lengths, median 250; Zipf ids)"
+    work = Workload(docs, labels, vocab_size, args.max_length, source)
+    dataset = EncodedDataset(docs, labels, args.max_length)
+    batches = list(BucketBatchSampler(dataset.lengths, args.batch_size, seed=args.seed))
+    work.epoch_batches = len(batches) * TRAIN_DOCS // len(docs)
+    work.epoch_tokens = float(dataset.lengths.sum()) * TRAIN_DOCS / len(docs)
+    by_length = sorted(batches, key=lambda b: float(dataset.lengths[b].mean()))
+    count = args.warmup + args.batches
+    picks = [by_length[int((i + 0.5) * len(by_length) / count)] for i in range(count)]
+    # Warm-up on the longest sampled batch allocates the largest buffers once.
+    work.train_batches = [picks[-1]] + [p for i, p in enumerate(picks) if i != count - 1]
+    # Inference: whole length-sorted evaluation batches (as rnnkit predicts), at evenly spaced quantiles.
+    order = np.argsort(dataset.lengths, kind="stable")
+    chunks = [order[i : i + args.eval_batch_size] for i in range(0, len(order), args.eval_batch_size)]
+    count = min(args.infer_batches, len(chunks))
+    work.infer_docs = [int(i) for k in range(count) for i in chunks[int((k + 0.5) * len(chunks) / count)]]
+    work.docs = dataset.sequences
+    return work
+
+
+def bucketed(work: Workload, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch = collate([(work.docs[i], int(work.labels[i]), i) for i in indices])
+    return batch.token_ids, batch.lengths, batch.labels
+
+
+def padded(work: Workload, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded to ``max_length`` as tutorials (and Keras' ``pad_sequences(padding='post')``) do."""
+    ids = np.zeros((len(indices), work.max_length), dtype=np.int64)
+    for row, i in enumerate(indices):
+        ids[row, : len(work.docs[i])] = work.docs[i]
+    return ids, work.labels[list(indices)]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class TutorialClassifier(nn.Module):
+    """The textbook model: embedding, recurrent layer, linear head on the final hidden state."""
+
+    def __init__(
+        self, cell: type[nn.RNNBase], vocab_size: int, bidirectional: bool, args: argparse.Namespace
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, args.embedding_dim)
+        self.rnn = cell(args.embedding_dim, args.hidden_size, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(args.hidden_size * (2 if bidirectional else 1), NUM_CLASSES)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        _, hidden = self.rnn(self.embedding(token_ids))
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return self.head(torch.cat(list(hidden), dim=1))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, steps: Sequence[Callable[[], object]], warmup: int) -> float:
+    """Run ``steps`` in order; return the seconds spent in the ones after the first ``warmup``."""
+    for step in steps[:warmup]:
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for step in steps[warmup:]:
+        step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_torch(
+    work: Workload,
+    args: argparse.Namespace,
+    device: torch.device,
+    model: nn.Module,
+    *,
+    rnnkit: bool,
+    amp: bool,
+) -> tuple[float, float]:
+    """(train seconds over the timed batches, inference seconds over ``infer_docs``)."""
+    torch.manual_seed(args.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    autocast = torch.autocast(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+
+    def train_step(indices: list[int]) -> Callable[[], object]:
+        if rnnkit:
+            ids, lengths, labels = (t.to(device) for t in bucketed(work, indices))
+            inputs: tuple[torch.Tensor, ...] = (ids, lengths)
+        else:
+            ids_np, labels_np = padded(work, indices)
+            inputs, labels = (torch.from_numpy(ids_np).to(device),), torch.from_numpy(labels_np).to(device)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                loss = nn.functional.cross_entropy(model(*inputs), labels)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        return step
+
+    model.train()
+    train_s = timed(device, [train_step(b) for b in work.train_batches], args.warmup)
+
+    eval_batch = args.eval_batch_size if rnnkit else args.batch_size
+    chunks = [work.infer_docs[i : i + eval_batch] for i in range(0, len(work.infer_docs), eval_batch)]
+
+    def infer_step(indices: list[int]) -> Callable[[], object]:
+        if rnnkit:
+            ids, lengths, _ = (t.to(device) for t in bucketed(work, indices))
+            inputs: tuple[torch.Tensor, ...] = (ids, lengths)
+        else:
+            inputs = (torch.from_numpy(padded(work, indices)[0]).to(device),)
+
+        def step() -> object:
+            context = torch.inference_mode() if rnnkit else torch.no_grad()
+            with context, autocast:
+                return model(*inputs).argmax(1)
+
+        return step
+
+    model.eval()
+    steps = [infer_step(c) for c in chunks]
+    infer_s = timed(device, [steps[-1], *steps], 1)
+    return train_s, infer_s
+
+
+def build_rnnkit(
+    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, kernel: str
+) -> nn.Module:
+    torch.manual_seed(args.seed)
+    return CELLS[cell][1](
+        work.vocab_size,
+        NUM_CLASSES,
+        embedding_dim=args.embedding_dim,
+        hidden_size=args.hidden_size,
+        bidirectional=bidirectional,
+        kernel=kernel,
+    )
+
+
+def measure_keras(
+    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace
+) -> tuple[float, float]:
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    layer = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+    recurrent = layer(args.hidden_size)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(work.max_length,), dtype="int32"),
+            keras.layers.Embedding(work.vocab_size, args.embedding_dim),
+            keras.layers.Bidirectional(recurrent) if bidirectional else recurrent,
+            keras.layers.Dense(NUM_CLASSES, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    # Padded batches all cost the same, so fewer timed batches suffice for this slow variant.
+    batches = [padded(work, b) for b in work.train_batches[: args.warmup + args.keras_batches]]
+    train_s = timed(torch.device("cpu"), [lambda b=b: model.train_on_batch(*b) for b in batches], args.warmup)
+    chunks = [
+        work.infer_docs[i : i + args.batch_size] for i in range(0, len(work.infer_docs), args.batch_size)
+    ]
+    inputs = [padded(work, c)[0] for c in chunks]
+    infer_s = timed(
+        torch.device("cpu"), [lambda x=x: model.predict_on_batch(x) for x in [inputs[-1], *inputs]], 1
+    )
+    return train_s, infer_s
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def run_model(cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device):
+    direction = "bi" if bidirectional else "uni"
+
+    def result(
+        variant: str, train_s: float, infer_s: float, note: str = "", timed: int = args.batches
+    ) -> Result:
+        epoch_s = train_s / timed * work.epoch_batches
+        return Result(
+            cell,
+            direction,
+            variant,
+            train_tokens_per_s=work.epoch_tokens / epoch_s,
+            train_s_per_epoch=epoch_s,
+            infer_docs_per_s=len(work.infer_docs) / infer_s,
+            note=note,
+        )
+
+    results = []
+    default_threads = torch.get_num_threads()
+    for flush in (False, True):
+        torch.set_flush_denormal(flush)
+        torch.set_num_threads(default_threads)
+        torch.manual_seed(args.seed)
+        model = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
+        variant = "tutorial+flush" if flush else "tutorial"
+        results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=False, amp=False)))
+        progress(results[-1])
+    configure_runtime(TrainConfig(device=str(device), num_threads=args.threads))
+    amp = device.type == "cuda" and not args.no_amp
+    for kernel in ("native", "auto"):
+        model = build_rnnkit(cell, bidirectional, work, args, kernel).to(device)
+        variant = "rnnkit" if kernel == "auto" else "rnnkit native"
+        results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=True, amp=amp)))
+        progress(results[-1])
+    if args.compile:
+        model = torch.compile(build_rnnkit(cell, bidirectional, work, args, "native").to(device))
+        results.append(
+            result("rnnkit native+compile", *measure_torch(work, args, device, model, rnnkit=True, amp=amp))
+        )
+        progress(results[-1])
+    if not args.no_keras and device.type == "cpu":
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(default_threads)
+        try:
+            keras_s = measure_keras(cell, bidirectional, work, args)
+            results.append(result("keras", *keras_s, keras_note(), timed=args.keras_batches))
+            progress(results[-1])
+        except ImportError:
+            results.append(Result(cell, direction, "keras", note="keras not installed (pip install keras)"))
+        configure_runtime(TrainConfig(device=str(device), num_threads=args.threads))
+    base = results[0]
+    for r in results:
+        if r.train_tokens_per_s is not None:
+            r.train_speedup = r.train_tokens_per_s / base.train_tokens_per_s
+            r.infer_speedup = r.infer_docs_per_s / base.infer_docs_per_s
+    return results
+
+
+def keras_note() -> str:
+    import keras
+
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+def progress(r: Result) -> None:
+    print(
+        f"  {r.cell:4s} {r.direction:3s} {r.variant:22s} train {r.train_tokens_per_s:9.0f} tok/s"
+        f"  infer {r.infer_docs_per_s:7.1f} docs/s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def environment(device: torch.device, work: Workload, args: argparse.Namespace) -> dict[str, object]:
+    info: dict[str, object] = {
+        "device": str(device),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "data": work.source,
+        "batch_size": args.batch_size,
+        "embedding_dim": args.embedding_dim,
+        "hidden_size": args.hidden_size,
+        "max_length": args.max_length,
+        "timed_batches": args.batches,
+        "warmup_batches": args.warmup,
+        "epoch_batches": work.epoch_batches,
+        "mean_doc_tokens": float(np.mean([len(d) for d in work.docs])),
+        "infer_docs": len(work.infer_docs),
+        "eval_batch_size": args.eval_batch_size,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def markdown(results: list[Result], env: dict[str, object]) -> str:
+    lines = [
+        f"Device: {env['device']} ({env['machine']}, {env['cpu_cores']} cores, "
+        f"{env['torch_threads']} torch threads)"
+        f" | torch {env['torch']} | data: {env['data']}",
+        f"batch {env['batch_size']}, embedding {env['embedding_dim']}, hidden {env['hidden_size']}, "
+        f"max_length {env['max_length']}, {env['timed_batches']} timed batches after "
+        f"{env['warmup_batches']} warm-up, "
+        f"epoch = {env['epoch_batches']} batches; inference on {env['infer_docs']} documents",
+        "",
+        "| cell | dir | variant | train tokens/s | train s/epoch | train speedup "
+        "| infer docs/s | infer speedup | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        if r.train_tokens_per_s is None:
+            lines.append(f"| {r.cell} | {r.direction} | {r.variant} | - | - | - | - | - | {r.note} |")
+            continue
+        lines.append(
+            f"| {r.cell} | {r.direction} | {r.variant} | {r.train_tokens_per_s:,.0f} "
+            f"| {r.train_s_per_epoch:,.1f} "
+            f"| {r.train_speedup:.2f}x | {r.infer_docs_per_s:,.1f} | {r.infer_speedup:.2f}x | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--archive", help="20news-bydate.tar.gz (default: synthetic documents of the same shape)"
+    )
+    parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated subset of rnn,lstm,gru")
+    parser.add_argument("--bidirectional", choices=("uni", "bi", "both"), default="both")
+    parser.add_argument("--batches", type=int, default=3, help="timed training batches per variant")
+    parser.add_argument("--keras-batches", type=int, default=1, help="timed Keras batches (it is slow)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches per variant")
+    parser.add_argument("--infer-batches", type=int, default=2, help="rnnkit inference batches per variant")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--eval-batch-size", type=int, default=256, help="rnnkit's inference batch size")
+    parser.add_argument("--embedding-dim", type=int, default=100)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=400)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="rnnkit's train.num_threads (0 = torch default)"
+    )
+    parser.add_argument("--no-amp", action="store_true", help="CUDA: measure rnnkit without mixed precision")
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile on the native model"
+    )
+    parser.add_argument("--no-keras", action="store_true", help="skip the Keras 3 comparison")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    unknown = sorted(set(args.cells) - set(CELLS))
+    if unknown or not args.cells:
+        parser.error(
+            f"--cells takes a comma-separated subset of {', '.join(CELLS)}; got {unknown or 'nothing'}"
+        )
+    if min(args.batches, args.warmup, args.keras_batches, args.infer_batches) < 1:
+        parser.error("--batches, --keras-batches, --warmup and --infer-batches must be at least 1")
+    args.keras_batches = min(args.keras_batches, args.batches)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = configure_runtime(TrainConfig(device=args.device, num_threads=args.threads))
+    work = load_workload(args)
+    directions = {"uni": (False,), "bi": (True,), "both": (False, True)}[args.bidirectional]
+    results: list[Result] = []
+    for cell in args.cells:
+        for bidirectional in directions:
+            results.extend(run_model(cell, bidirectional, work, args, device))
+    env = environment(device, work, args)
+    print(markdown(results, env))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"environment": env, "results": [asdict(r) for r in results]}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

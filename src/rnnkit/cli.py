@@ -1,0 +1,190 @@
+"""``rnnkit train | evaluate | predict``: argument parsing and exit codes, no logic of its own.
+
+Exit status: 0 on success; 2 with one line ``rnnkit: error: ...`` on stderr for anything the user
+can fix (bad arguments, config, data, run folder, diverged training); 130 when interrupted, after
+saying how to resume. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rnnkit import __version__
+from rnnkit.errors import DataError, RnnkitError
+
+logger = logging.getLogger("rnnkit")
+
+EXAMPLES = """examples:
+  rnnkit train --config configs/quickstart.yaml
+  rnnkit train --config configs/lstm.yaml --set data.archive=20news-bydate.tar.gz --set train.epochs=5
+  rnnkit train --resume runs/lstm-20250101-120000
+  rnnkit evaluate --run-dir runs/lstm-20250101-120000
+  rnnkit predict --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again."
+"""
+
+
+class _UsageError(Exception):
+    """A command line argparse cannot accept; reported like any other user error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse's prints usage and exits
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand and return the process exit status."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    try:
+        args = build_parser().parse_args(argv)
+        logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+        return args.handler(args)
+    except (RnnkitError, _UsageError) as error:
+        _report(" ".join(str(error).split()))
+        return 2
+    finally:
+        logger.removeHandler(handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rnnkit",
+        description="Text classification with recurrent networks (SimpleRNN, LSTM, GRU).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    train = commands.add_parser("train", parents=[common], help="train a model into a run folder")
+    train.add_argument("--config", help="YAML config (see configs/); defaults apply to keys it leaves out")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    train.add_argument("--run-dir", help="where to write the run (default: runs/<config name>-<date>-<time>)")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's best model on a split")
+    evaluate.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="classify new texts",
+        description="Print one line per document: LABEL<TAB>PROBABILITY (the K best pairs with --top-k), "
+        "preceded by the file name when --file is a folder.",
+    )
+    predict.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="documents to classify")
+    predict.add_argument("--file", help="a text file with one document per line, or a folder of documents")
+    predict.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most probable classes")
+    predict.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rnnkit.config import load_config
+    from rnnkit.training import experiment
+    from rnnkit.training.rundir import default_run_dir
+
+    if args.resume and (args.config or args.run_dir or args.overwrite):
+        raise _UsageError(
+            "--resume continues a run with its saved config; drop --config, --run-dir and --overwrite"
+        )
+    run_dir = Path(args.resume or args.run_dir or default_run_dir(args.config))
+    try:
+        if args.resume:
+            metrics = experiment.resume(run_dir, args.set)
+        else:
+            metrics = experiment.train(load_config(args.config, args.set), run_dir, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        latest = experiment.latest_checkpoint(run_dir)
+        where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
+        _report(f"interrupted; {where}; continue with: rnnkit train --resume {run_dir}", prefix="rnnkit: ")
+        return 130
+    test = metrics["test"]
+    print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  run folder: {run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.training import experiment
+
+    result = experiment.evaluate(args.run_dir, args.split)
+    if args.json:
+        print(json.dumps({key: value for key, value in result.items() if key != "report"}, indent=2))
+        return 0
+    metrics = result["metrics"]
+    print(
+        f"{args.split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"loss {metrics['loss']:.4f}  (best epoch {result['best_epoch']})\n"
+    )
+    print(result["report"])
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from rnnkit.predict import load
+
+    if args.top_k < 1:
+        raise _UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    sources, texts = _read_documents(args.texts, args.file)
+    predictor = load(args.run_dir, device=args.device)
+    for source, top in zip(sources, predictor.predict_top_k(texts, args.top_k), strict=True):
+        columns = [] if source is None else [source]
+        columns += [field for label, prob in top for field in (label, f"{prob:.4f}")]
+        print("\t".join(columns))
+    return 0
+
+
+def _read_documents(texts: list[str], file: str | None) -> tuple[list[str | None], list[str]]:
+    """``(source names, documents)``: a folder names each document by its path, else ``None``."""
+    if file is not None and texts:
+        raise _UsageError("give texts to classify or --file FILE, not both")
+    if file is None and not texts:
+        raise _UsageError("give texts to classify, or --file FILE")
+    if file is None:
+        return [None] * len(texts), list(texts)
+    path = Path(file)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"--file {path} is a folder without files; put one document per file in it")
+        documents = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
+        return [str(p.relative_to(path)) for p in files], documents
+    if not path.is_file():
+        raise DataError(f"--file {path} does not exist; give a text file (one document per line) or a folder")
+    lines = [
+        line for line in path.read_bytes().decode("utf-8", errors="replace").splitlines() if line.strip()
+    ]
+    return [None] * len(lines), lines
+
+
+def _report(message: str, prefix: str = "rnnkit: error: ") -> None:
+    """Print on stderr once per job (under torchrun every rank may fail with the same error)."""
+    from rnnkit.training import distributed
+
+    if distributed.claim_error_report():
+        print(f"{prefix}{message}", file=sys.stderr)

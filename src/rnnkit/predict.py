@@ -1,0 +1,78 @@
+"""A trained run as an object that classifies new text: ``rnnkit.load(run_dir).predict(texts)``.
+
+The run folder has everything needed: the tokenizer settings and vocabulary that turned training
+text into ids, the class names, the config that says how to build the model, and the best weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnnkit.data import Tokenizer, Vocabulary, encode_texts
+from rnnkit.runtime import resolve_device
+from rnnkit.training.inference import predict_dataset
+from rnnkit.training.rundir import RunDir
+
+
+class Predictor:
+    """Tokenize, encode and classify texts the way the run's model was trained to."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        vocab: Vocabulary,
+        label_names: Sequence[str],
+        *,
+        max_length: int,
+        tokenizer: Tokenizer | None = None,
+        device: torch.device | str = "cpu",
+        batch_size: int = 256,
+    ) -> None:
+        self.model = model.eval()
+        self.vocab = vocab
+        self.tokenizer = tokenizer or vocab.tokenizer
+        self.label_names = list(label_names)
+        self.max_length = max_length
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape ``(len(texts), len(label_names))``; columns follow ``label_names``."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        dataset = encode_texts(texts, self.vocab, self.tokenizer, self.max_length)
+        return predict_dataset(self.model, dataset, self.batch_size, self.device).probs
+
+    def predict(self, texts: str | Sequence[str]) -> list[str]:
+        """The most probable class name of each text."""
+        return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def predict_top_k(self, texts: str | Sequence[str], k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable ``(class name, probability)`` pairs of each text, best first."""
+        probs = self.predict_proba(texts)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [
+            [(self.label_names[j], float(row[j])) for j in top] for row, top in zip(probs, order, strict=True)
+        ]
+
+
+def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor:
+    """The best model of a finished (or running) run; ``device`` is ``cpu``, ``cuda``, ``auto``..."""
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    target = resolve_device(device)
+    model, _ = run.load_model(cfg, target)
+    return Predictor(
+        model,
+        run.load_vocab(),
+        run.load_labels(),
+        max_length=cfg.data.max_length,
+        device=target,
+        batch_size=cfg.train.eval_batch_size,
+    )

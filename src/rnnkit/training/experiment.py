@@ -1,0 +1,210 @@
+"""Whole runs: ``train`` (new or resumed) and ``evaluate``, from config to a complete run folder.
+
+These are the functions behind ``rnnkit train`` and ``rnnkit evaluate``; the CLI only parses
+arguments. A new run writes its setup (config, vocabulary, labels) before the first step, so a run
+killed at any moment can be continued with :func:`resume`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnkit import __version__
+from rnnkit.config import Config
+from rnnkit.data import PreparedData, prepare_data
+from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.io import atomic_write_json, atomic_write_text
+from rnnkit.models import available
+from rnnkit.runtime import configure_runtime
+from rnnkit.training import distributed
+from rnnkit.training.callbacks import BestCheckpoint, EarlyStopping, HistoryCSV, ProgressBar
+from rnnkit.training.inference import predict_dataset
+from rnnkit.training.metrics import Predictions, confusion, per_class_report, summarize
+from rnnkit.training.plots import plot_confusion, plot_history
+from rnnkit.training.rundir import RunDir, build
+from rnnkit.training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress", "train.num_threads", "train.device")
+"""Settings that may change when a run is resumed; anything else would make it a different run."""
+
+_NAMED_SOURCES = ("random", "train", "glove-6b-50d")
+
+
+def train(cfg: Config, run_dir: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Any]:
+    """Train a new run into ``run_dir`` and return its ``metrics.json`` content."""
+    cfg = absolute_paths(cfg)
+    check_model_name(cfg)
+    run = RunDir(run_dir)
+    if distributed.is_main_process():
+        run.create(overwrite=overwrite)
+    return _fit(cfg, run, resuming=False)
+
+
+def resume(run_dir: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Continue an interrupted run from its newest intact checkpoint (or from the start if none)."""
+    for override in overrides:
+        if override.partition("=")[0].strip() not in RESUME_OVERRIDES:
+            raise ConfigError(
+                f"--set {override} cannot change a run being resumed; only {', '.join(RESUME_OVERRIDES)} can"
+            )
+    run = RunDir(run_dir)
+    return _fit(run.load_config(overrides), run, resuming=True)
+
+
+def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, Any]:
+    """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split."""
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    device = configure_runtime(cfg.train)
+    model, record = run.load_model(cfg, device)  # before the data: a bad checkpoint fails fast
+    data = _prepare(cfg, run)
+    dataset = {"train": data.train, "validation": data.validation, "test": data.test}[split]
+    predictions = predict_dataset(model, dataset, cfg.train.eval_batch_size, device, cfg.train.amp)
+    text, _ = per_class_report(predictions, data.label_names)
+    return {
+        "split": split,
+        "metrics": summarize(predictions, len(data.label_names)),
+        "best_epoch": record["epoch"],
+        "report": text,
+    }
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Resolve relative data and vector paths against the current directory, once, at the start.
+
+    The saved config then works from any directory, which ``--resume`` and ``evaluate`` rely on.
+    """
+
+    def absolute(value: str | None) -> str | None:
+        return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+    data = dataclasses.replace(
+        cfg.data,
+        archive=absolute(cfg.data.archive),
+        path=absolute(cfg.data.path),
+        data_home=absolute(cfg.data.data_home),
+    )
+    source = cfg.embeddings.source
+    if source not in _NAMED_SOURCES and not source.startswith("gensim:"):
+        source = absolute(source) or source
+    return dataclasses.replace(cfg, data=data, embeddings=dataclasses.replace(cfg.embeddings, source=source))
+
+
+def check_model_name(cfg: Config) -> None:
+    """Fail before minutes of data preparation when the model name is a typo."""
+    names = available()
+    if cfg.model.name not in names:
+        raise ConfigError(
+            f"model.name {cfg.model.name!r} is not a registered model; available: {', '.join(names)}"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _prepare(cfg: Config, run: RunDir) -> PreparedData:
+    """The run's data, checked against the vocabulary it was trained with."""
+    with distributed.main_process_first():  # rank 0 fills the cache, the others read it
+        data = prepare_data(cfg)
+    if run.vocab_file.exists() and data.vocab != run.load_vocab():
+        raise CheckpointError(
+            f"the data no longer gives the vocabulary saved in {run.vocab_file}: the data files or the "
+            "cache changed since this run started; use the original data or start a new run"
+        )
+    return data
+
+
+def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
+    device = configure_runtime(cfg.train)
+    data = _prepare(cfg, run)
+    if len(data.validation) == 0:
+        raise DataError(
+            "the validation split is empty; set data.val_size > 0 "
+            "(it drives early stopping and the best checkpoint)"
+        )
+    num_classes = len(data.label_names)
+    checkpoint = run.checkpoints.load_latest() if resuming else None
+    if distributed.is_main_process() and not resuming:
+        run.write_setup(cfg, data.vocab, data.label_names)
+    seed_everything(cfg.train.seed)
+    embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
+    model = build(cfg, len(data.vocab), num_classes, embeddings=data.embeddings, embedding_dim=embedding_dim)
+    monitor = cfg.train.monitor
+    callbacks = [
+        EarlyStopping(monitor, cfg.train.patience),
+        BestCheckpoint(monitor),
+        HistoryCSV(run.history_file),
+        *([ProgressBar()] if cfg.train.progress else []),
+    ]
+    info = {"vocab_size": len(data.vocab), "num_classes": num_classes, "embedding_dim": embedding_dim}
+    trainer = Trainer(
+        cfg.train, model, data.train, data.validation, num_classes, device, run.checkpoints, callbacks, info
+    )
+    num_parameters = sum(p.numel() for p in model.parameters())
+    if checkpoint is not None:
+        trainer.load_state(checkpoint)
+        logger.info("resuming %s at epoch %d, batch %d", run.path, trainer.epoch + 1, trainer.batch_in_epoch)
+    elif resuming:
+        logger.info("no checkpoint in %s yet: starting its training from the beginning", run.path)
+    logger.info("training %s (%d parameters) on %s into %s", cfg.model.name, num_parameters, device, run.path)
+    trainer.fit()
+
+    best = trainer.load_best()
+    test, validation = trainer.predict(data.test), trainer.predict(data.validation)
+    metrics = {
+        "test": summarize(test, num_classes),
+        "validation": summarize(validation, num_classes),
+        "best_epoch": best["epoch"],
+        "epochs_trained": len(trainer.history),
+        "stopped_early": trainer.should_stop,
+        "monitor": monitor,
+        "steps": trainer.global_step,
+        "train_time_s": round(sum(row["epoch_time_s"] for row in trainer.history), 3),
+        "num_parameters": num_parameters,
+        "device": str(device),
+        "rnnkit_version": __version__,
+        "data": data.stats,
+    }
+    if distributed.is_main_process():
+        _write_reports(run, test, data.label_names, trainer.history, metrics)
+    logger.info(
+        "test accuracy %.4f, macro-F1 %.4f (best epoch %d); results in %s",
+        metrics["test"]["accuracy"],
+        metrics["test"]["macro_f1"],
+        metrics["best_epoch"],
+        run.path,
+    )
+    return metrics
+
+
+def _write_reports(
+    run: RunDir,
+    test: Predictions,
+    label_names: list[str],
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+) -> None:
+    text, table = per_class_report(test, label_names)
+    atomic_write_text(run.report_text_file, text)
+    atomic_write_json(run.report_json_file, table)
+    plot_history(history, run.curves_file)
+    plot_confusion(confusion(test, len(label_names)), label_names, run.confusion_file)
+    atomic_write_json(run.metrics_file, metrics)  # last: its presence means the run is complete
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """For messages after an interruption: the newest checkpoint file of the run, if any."""
+    return RunDir(run_dir).checkpoints.latest_path()

@@ -1,0 +1,132 @@
+"""The run folder: one place that names every file a run writes and knows how to read them back.
+
+::
+
+    config.yaml                 the resolved config (absolute data paths), reused by --resume
+    vocab.json                  vocabulary + tokenizer settings
+    labels.json                 class names, in label-id order
+    checkpoints/best.safetensors      best weights by train.monitor (used by evaluate/predict)
+    checkpoints/last.safetensors      resumable training state, and previous.safetensors before it
+    history.csv                 per-epoch train/validation loss and accuracy, lr, epoch time
+    metrics.json                test and validation metrics, best epoch, train time, data stats
+    report.txt / report.json    per-class precision/recall/F1 on the test set
+    curves.png / confusion_matrix.png
+
+A folder holding a run is never reused for a new one unless the user asks for ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnkit.config import Config, load_config
+from rnnkit.data import Vocabulary
+from rnnkit.errors import CheckpointError
+from rnnkit.io import atomic_write_json, atomic_write_text
+from rnnkit.models import build_model
+from rnnkit.training.checkpoint import CheckpointStore
+
+
+def default_run_dir(config_path: str | os.PathLike[str] | None) -> Path:
+    """``runs/<config stem>-<YYYYmmdd-HHMMSS>`` under the current directory."""
+    stem = Path(config_path).stem if config_path else "run"
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunDir:
+    """Paths and readers of one run folder."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.config_file = self.path / "config.yaml"
+        self.vocab_file = self.path / "vocab.json"
+        self.labels_file = self.path / "labels.json"
+        self.history_file = self.path / "history.csv"
+        self.metrics_file = self.path / "metrics.json"
+        self.report_text_file = self.path / "report.txt"
+        self.report_json_file = self.path / "report.json"
+        self.curves_file = self.path / "curves.png"
+        self.confusion_file = self.path / "confusion_matrix.png"
+        self.checkpoints = CheckpointStore(self.path / "checkpoints")
+
+    def holds_run(self) -> bool:
+        marks = (self.config_file, self.vocab_file, self.labels_file, self.checkpoints.folder)
+        return any(path.exists() for path in marks)
+
+    def create(self, overwrite: bool = False) -> None:
+        """Make an empty folder for a new run; refuse to replace a run or unrelated files."""
+        if self.path.is_file():
+            raise CheckpointError(f"run folder {self.path} is a file; choose another --run-dir")
+        if self.path.exists() and any(self.path.iterdir()):
+            if not self.holds_run():
+                raise CheckpointError(
+                    f"{self.path} is not empty and holds no rnnkit run; choose another --run-dir"
+                )
+            if not overwrite:
+                raise CheckpointError(
+                    f"run folder {self.path} already holds a run; continue it with "
+                    f"'rnnkit train --resume {self.path}', choose another --run-dir, or pass --overwrite"
+                )
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def require(self) -> None:
+        if not self.config_file.is_file():
+            raise CheckpointError(
+                f"{self.path} is not an rnnkit run folder (no config.yaml); pass the folder that "
+                "'rnnkit train' created, e.g. runs/lstm-20250101-120000"
+            )
+
+    def write_setup(self, cfg: Config, vocab: Vocabulary, label_names: list[str]) -> None:
+        """What prediction needs besides the weights; config.yaml last, as it marks a resumable run."""
+        vocab.save(self.vocab_file)
+        atomic_write_json(self.labels_file, list(label_names))
+        atomic_write_text(self.config_file, cfg.to_yaml())
+
+    def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+        self.require()
+        return load_config(self.config_file, overrides)
+
+    def load_vocab(self) -> Vocabulary:
+        return Vocabulary.load(self.vocab_file)
+
+    def load_labels(self) -> list[str]:
+        try:
+            return list(json.loads(self.labels_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"cannot read {self.labels_file}: {error}") from None
+
+    def load_model(self, cfg: Config, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+        """The best model of the run, in eval mode on ``device``, and its epoch's history row."""
+        best = self.checkpoints.load_best()
+        info = best.meta["model"]
+        model = build(cfg, info["vocab_size"], info["num_classes"], embedding_dim=info["embedding_dim"])
+        model.load_state_dict(best.section("model"))
+        return model.to(device).eval(), best.meta["record"]
+
+
+def build(
+    cfg: Config,
+    vocab_size: int,
+    num_classes: int,
+    *,
+    embeddings: torch.Tensor | None = None,
+    embedding_dim: int,
+) -> nn.Module:
+    """The configured classifier, initialised from ``embeddings`` or at random with ``embedding_dim``."""
+    return build_model(
+        cfg.model,
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+        embeddings=embeddings,
+        freeze_embeddings=cfg.embeddings.freeze,
+        embedding_dim=embedding_dim,
+    )

@@ -1,0 +1,317 @@
+"""The training loop: read it top to bottom in :meth:`Trainer.fit`.
+
+One epoch = the length-bucketed batches of :class:`BucketBatchSampler` for that epoch (a pure
+function of seed and epoch), one optimizer step per batch, then validation, the learning-rate
+schedule, the callbacks and a checkpoint. Every ``train.checkpoint_every`` steps a checkpoint is
+also written mid-epoch. A checkpoint holds everything the next step depends on (weights,
+optimizer, schedule, callbacks, RNG states, position in the epoch), so a resumed run on CPU ends
+with bit-identical results. On CUDA, cuDNN picks kernels whose float sums vary between runs unless
+``train.deterministic`` is set, which selects deterministic algorithms at some cost in speed
+(see :mod:`rnnkit.runtime`).
+
+The loop is written for data parallelism: the loss is normalised by the global batch
+(:func:`distributed.global_mean`), validation outputs are gathered from all ranks, early stopping
+is broadcast from rank 0, and only the main process writes files. In a single process these
+helpers do nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit.config import TrainConfig
+from rnnkit.data import Batch, BucketBatchSampler, EncodedDataset
+from rnnkit.errors import RnnkitError
+from rnnkit.training import distributed
+from rnnkit.training.callbacks import Callback
+from rnnkit.training.checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    capture_rng,
+    optimizer_from_checkpoint,
+    optimizer_to_checkpoint,
+    restore_rng,
+)
+from rnnkit.training.inference import autocast, iterate_batches, predict_dataset
+from rnnkit.training.metrics import Predictions, summarize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningStats:
+    """Sums over the batches seen so far in the current epoch (saved in mid-epoch checkpoints)."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    count: int = 0
+    seconds: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.count, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1)
+
+
+class Trainer:
+    """Fits ``model`` on ``train`` and tracks ``validation``; state goes to ``store``.
+
+    ``model_info`` is saved with the best weights so the model can be rebuilt from the file alone.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        train: EncodedDataset,
+        validation: EncodedDataset,
+        num_classes: int,
+        device: torch.device,
+        store: CheckpointStore,
+        callbacks: Sequence[Callback] = (),
+        model_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.raw_model = model.to(device)
+        self.model = distributed.wrap_model(self.raw_model, device)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.train_set, self.validation_set = train, validation
+        self.num_classes = num_classes
+        self.store = store
+        self.callbacks = list(callbacks)
+        self.model_info = model_info or {}
+        self.amp = cfg.amp and device.type == "cuda"
+        self.optimizer = build_optimizer(cfg, self.raw_model)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.class_weights = class_weights(cfg.class_weights, train.labels, num_classes, device)
+        self.sampler = BucketBatchSampler(
+            train.lengths,
+            cfg.batch_size,
+            seed=cfg.seed,
+            num_replicas=distributed.get_world_size(),
+            rank=distributed.get_rank(),
+        )
+        self.batches_per_epoch = len(self.sampler)
+        # Position and progress: everything below is saved in every checkpoint.
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of the current epoch completed
+        self.global_step = 0
+        self.should_stop = False
+        self.running = RunningStats()
+        self.history: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> None:
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        while self.epoch < self.cfg.epochs and not self.should_stop:
+            self.train_epoch()
+            self.end_epoch()
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+
+    def train_epoch(self) -> None:
+        """The remaining batches of the current epoch (all of them unless resuming mid-epoch)."""
+        self.model.train()
+        self.sampler.set_epoch(self.epoch)
+        batches = list(self.sampler)[self.batch_in_epoch :]
+        for callback in self.callbacks:
+            callback.on_epoch_start(self)
+        for batch in iterate_batches(self.train_set, batches, self.device):
+            started = time.perf_counter()
+            self.train_step(batch)
+            self.running.seconds += time.perf_counter() - started
+            self.batch_in_epoch += 1
+            self.global_step += 1
+            for callback in self.callbacks:
+                callback.on_step_end(self)
+            if self.cfg.checkpoint_every and self.global_step % self.cfg.checkpoint_every == 0:
+                self.save_state()
+
+    def train_step(self, batch: Batch) -> None:
+        """Forward, loss, backward, clip, step; a non-finite loss stops before any update."""
+        with autocast(self.device, self.amp):
+            logits = self.model(batch.token_ids, batch.lengths)
+        losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
+        weights = (
+            self.class_weights[batch.labels] if self.class_weights is not None else torch.ones_like(losses)
+        )
+        loss = distributed.global_mean((losses * weights).sum(), weights.sum())
+        loss_sum, correct = torch.stack(
+            [losses.detach().sum(), (logits.argmax(1) == batch.labels).sum()]
+        ).tolist()
+        if not math.isfinite(loss_sum):
+            raise RnnkitError(
+                f"the training loss became {loss_sum} at step {self.global_step + 1} "
+                f"(epoch {self.epoch + 1}, batch {self.batch_in_epoch + 1}); "
+                f"the last good checkpoint is kept in {self.store.folder}; "
+                "lower train.lr, keep train.grad_clip > 0, and start a new run"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.running.loss_sum += loss_sum
+        self.running.correct += int(correct)
+        self.running.count += len(batch)
+
+    def end_epoch(self) -> None:
+        """Validate, record, step the schedule, run callbacks, then checkpoint the new position."""
+        started = time.perf_counter()
+        val = summarize(self.predict(self.validation_set), self.num_classes)
+        stats = distributed.all_reduce_sum(
+            torch.tensor(
+                [self.running.loss_sum, self.running.correct, self.running.count], dtype=torch.float64
+            )
+        ).tolist()
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": stats[0] / max(stats[2], 1),
+            "train_accuracy": stats[1] / max(stats[2], 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "val_macro_f1": val["macro_f1"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": round(self.running.seconds + time.perf_counter() - started, 3),
+        }
+        self.history.append(record)
+        logger.info(
+            "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f | lr %.2e | %.1fs",
+            record["epoch"],
+            self.cfg.epochs,
+            *(
+                record[k]
+                for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
+            ),
+            record["lr"],
+            record["epoch_time_s"],
+        )
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(record[self.cfg.monitor])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+        self.should_stop = distributed.broadcast_flag(self.should_stop)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.running = RunningStats()
+        self.save_state()
+
+    def predict(self, dataset: EncodedDataset) -> Predictions:
+        return predict_dataset(self.model, dataset, self.cfg.eval_batch_size, self.device, self.amp)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_state(self) -> None:
+        if distributed.is_main_process():
+            self.store.save_last(self.state_checkpoint())
+
+    def save_best(self, record: dict[str, Any]) -> None:
+        if distributed.is_main_process():
+            best = Checkpoint({}, {"kind": "model", "record": record, "model": self.model_info})
+            best.add("model", self.raw_model.state_dict())
+            self.store.save_best(best)
+
+    def load_best(self) -> dict[str, Any]:
+        """Put the best weights back into the model (on every rank); return their epoch's record."""
+        distributed.barrier()  # rank 0 may still be writing the file
+        best = self.store.load_best()
+        self.raw_model.load_state_dict(best.section("model"))
+        return best.meta["record"]
+
+    def state_checkpoint(self) -> Checkpoint:
+        """Everything needed to continue exactly from here."""
+        optimizer = optimizer_to_checkpoint(self.optimizer.state_dict())
+        rng = capture_rng()
+        meta = {
+            "kind": "train_state",
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "should_stop": self.should_stop,
+            "running": dataclasses.asdict(self.running),
+            "history": self.history,
+            "optimizer": optimizer.meta,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "rng": rng.meta,
+        }
+        checkpoint = Checkpoint({}, meta)
+        checkpoint.add("model", self.raw_model.state_dict())
+        checkpoint.add("optimizer", optimizer.tensors)
+        checkpoint.add("rng", rng.tensors)
+        return checkpoint
+
+    def load_state(self, checkpoint: Checkpoint) -> None:
+        """Inverse of :meth:`state_checkpoint`; the RNG states are restored last."""
+        meta = checkpoint.meta
+        self.raw_model.load_state_dict(checkpoint.section("model"))
+        self.optimizer.load_state_dict(
+            optimizer_from_checkpoint(checkpoint.section("optimizer"), meta["optimizer"])
+        )
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(meta["scheduler"])
+        if meta["scaler"]:
+            self.scaler.load_state_dict(meta["scaler"])
+        for callback in self.callbacks:
+            callback.load_state_dict(meta["callbacks"][type(callback).__name__])
+        self.epoch, self.batch_in_epoch = meta["epoch"], meta["batch_in_epoch"]
+        self.global_step, self.should_stop = meta["global_step"], meta["should_stop"]
+        self.running = RunningStats(**meta["running"])
+        self.history = meta["history"]
+        restore_rng(checkpoint.section("rng"), meta["rng"])
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD with momentum over the trainable parameters (frozen embeddings excluded)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """Per-epoch schedules: ``cosine`` anneals to 0 over ``epochs``; ``step`` divides the rate by 10
+    after each third of the epochs; ``plateau`` halves it after an epoch without improvement of
+    ``train.monitor``; ``none`` keeps it constant."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+    if cfg.scheduler == "plateau":
+        mode = "min" if cfg.monitor == "val_loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=1)
+    return None
+
+
+def class_weights(
+    mode: str, labels: np.ndarray, num_classes: int, device: torch.device
+) -> torch.Tensor | None:
+    """``balanced``: weight ``n / (classes * count)`` per class, as in scikit-learn; ``none``: None."""
+    if mode != "balanced":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).clip(min=1)
+    return torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32, device=device)

@@ -1,0 +1,164 @@
+"""The command line: every mistake a user can make ends with status 2 and one line saying what to fix."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_checkpoint import Payload
+from test_trainer import cli_args, tiny_settings, write_corpus
+
+from rnnkit.cli import main
+from rnnkit.config import Config
+from rnnkit.training import experiment
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+
+
+def fails_with(capsys, argv: list[str], *fragments: str) -> str:
+    """Run the CLI in-process: exit 2, and the error is one ``rnnkit: error:`` line containing ``fragments``.
+
+    Progress messages logged before the error (at INFO) may precede it; a traceback may not.
+    """
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("rnnkit: error: ")]
+    assert len(errors) == 1 and captured.err.endswith(errors[0] + "\n"), captured.err
+    assert "Traceback" not in captured.err
+    for fragment in fragments:
+        assert fragment in errors[0]
+    return errors[0]
+
+
+def fake_run(folder: Path) -> Path:
+    """A run folder with valid setup files and no checkpoints."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(Config().to_yaml(), encoding="utf-8")
+    (folder / "labels.json").write_text('["a", "b"]', encoding="utf-8")
+    return folder
+
+
+def test_invalid_yaml_is_one_line(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train: [epochs\n", encoding="utf-8")
+    fails_with(capsys, ["train", "--config", str(config)], "is not valid YAML at line")
+
+
+def test_an_unknown_key_suggests_the_right_one(capsys):
+    fails_with(capsys, ["train", "--set", "train.epoch=3"], "did you mean 'train.epochs'")
+
+
+def test_an_unknown_model_lists_the_available_ones(tmp_path, capsys):
+    fails_with(
+        capsys,
+        ["train", "--run-dir", str(tmp_path / "r"), "--set", "model.name=transformer"],
+        "gru, lstm, rnn",
+    )
+
+
+def test_a_missing_archive_is_named(tmp_path, capsys):
+    missing = tmp_path / "nowhere.tar.gz"
+    fails_with(
+        capsys, ["train", "--run-dir", str(tmp_path / "r"), "--set", f"data.archive={missing}"], str(missing)
+    )
+
+
+def test_a_missing_vector_file_is_named(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    missing = tmp_path / "vectors.vec"
+    args = cli_args(tiny_settings(corpus, **{"embeddings.source": str(missing)}))
+    fails_with(capsys, ["train", "--run-dir", str(tmp_path / "r"), *args], str(missing))
+
+
+def test_a_folder_that_holds_a_run_is_not_overwritten(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    before = (run / "config.yaml").read_text()
+    fails_with(capsys, ["train", "--run-dir", str(run)], "already holds a run", "--resume", "--overwrite")
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_a_non_empty_folder_that_is_not_a_run_is_never_used(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    fails_with(capsys, ["train", "--run-dir", str(tmp_path / "mine"), "--overwrite"], "holds no rnnkit run")
+    assert (tmp_path / "mine" / "notes.txt").exists()
+
+
+def test_overwrite_replaces_a_previous_run(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    run = fake_run(tmp_path / "run")
+    (run / "stale.txt").write_text("old")
+    args = ["train", "-q", "--run-dir", str(run), "--overwrite", *cli_args(tiny_settings(corpus))]
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert not (run / "stale.txt").exists() and (run / "metrics.json").exists()
+
+
+def test_evaluating_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    fails_with(capsys, ["evaluate", "--run-dir", str(tmp_path)], "not an rnnkit run folder")
+
+
+def test_a_run_without_a_finished_epoch_cannot_predict_yet(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    fails_with(capsys, ["predict", "--run-dir", str(run), "hello"], "has not finished an epoch", "--resume")
+
+
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_never_runs(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    marker = tmp_path / "pwned"
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "best.safetensors").write_bytes(pickle.dumps(Payload(marker)))
+    fails_with(capsys, ["predict", "--run-dir", str(run), "hello"], "not an rnnkit checkpoint")
+    fails_with(capsys, ["evaluate", "--run-dir", str(run)])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["predict", "--run-dir", "x"], "give texts to classify"),
+        (["predict", "--run-dir", "x", "--top-k", "0", "hi"], "--top-k must be at least 1"),
+        (["predict", "--run-dir", "x", "--top-k", "two", "hi"], "invalid int value"),
+        (["train", "--resume", "runs/x", "--config", "c.yaml"], "drop --config"),
+        (["train", "--no-such-flag"], "unrecognized arguments"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_bad_command_lines_are_one_line_too(capsys, argv, fragment):
+    fails_with(capsys, argv, fragment)
+
+
+def test_a_missing_predict_file_is_named(tmp_path, capsys):
+    fails_with(capsys, ["predict", "--run-dir", str(tmp_path), "--file", str(tmp_path / "no.txt")], "no.txt")
+
+
+def test_an_interrupted_run_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "train", interrupted)
+    assert main(["train", "--run-dir", str(tmp_path / "run")]) == 130
+    assert f"rnnkit train --resume {tmp_path / 'run'}" in capsys.readouterr().err
+
+
+def test_the_installed_command_exits_2_with_one_line_and_no_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  nam: lstm\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnkit", "train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "rnnkit: error: unknown key 'model.nam'; did you mean 'model.name'?"
+    ]

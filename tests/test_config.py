@@ -1,0 +1,126 @@
+"""Config files and ``--set`` overrides: what users may write, and the one-line errors for the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnnkit.config import Config, load_config
+from rnnkit.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_and_no_overrides_give_the_defaults():
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "lstm", "gru", "rnn"])
+def test_every_shipped_config_is_valid(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg.data.dataset == "20newsgroups"
+
+
+def test_the_quickstart_config_uses_the_shipped_sample_and_glove():
+    cfg = load_config(CONFIGS / "quickstart.yaml")
+    assert cfg.data.archive == "data/20news-sample.tar.gz"
+    assert cfg.embeddings.source == "glove-6b-50d"
+
+
+def test_the_full_configs_name_their_model():
+    for name in ("lstm", "gru", "rnn"):
+        assert load_config(CONFIGS / f"{name}.yaml").model.name == name
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    cfg = load_config(
+        overrides=[
+            "train.epochs=3",
+            "train.lr=1e-3",
+            "train.amp=false",
+            "data.categories=[sci.space, rec.autos]",
+            "data.archive=some/archive.tar.gz",
+            "data.max_vocab=null",
+        ]
+    )
+    assert cfg.train.epochs == 3
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.train.amp is False
+    assert cfg.data.categories == ["sci.space", "rec.autos"]
+    assert cfg.data.archive == "some/archive.tar.gz"
+    assert cfg.data.max_vocab is None
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: 7\n  batch_size: 16\n")
+    cfg = load_config(path, ["train.epochs=2"])
+    assert (cfg.train.epochs, cfg.train.batch_size) == (2, 16)
+
+
+def test_an_override_without_section_or_equals_sign_is_refused():
+    for override in ("epochs=3", "train.epochs", "=3"):
+        with pytest.raises(ConfigError, match=r"section\.key=value"):
+            load_config(overrides=[override])
+
+
+def test_an_unknown_key_names_the_nearest_valid_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epoch'.*did you mean 'train.epochs'"):
+        load_config(overrides=["train.epoch=3"])
+
+
+def test_an_unknown_section_names_the_nearest_valid_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config section 'trian'.*did you mean 'train'"):
+        load_config(write(tmp_path, "trian:\n  epochs: 3\n"))
+
+
+def test_a_value_of_the_wrong_type_is_refused_with_the_expected_type():
+    with pytest.raises(ConfigError, match=r"train\.epochs must be an integer"):
+        load_config(overrides=["train.epochs=three"])
+    with pytest.raises(ConfigError, match=r"train\.amp must be true/false"):
+        load_config(overrides=["train.amp=maybe"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=0", "train.lr must be greater than 0"),
+        ("train.epochs=0", "train.epochs must be at least 1"),
+        ("data.val_size=1.5", "data.val_size must be at most"),
+        ("train.optimizer=adamm", "did you mean 'adam'"),
+        ("model.pooling=maximum", "must be one of last, mean, max, attention"),
+        ("train.device=tpu", "train.device must be one of auto, cpu, cuda"),
+    ],
+)
+def test_values_out_of_range_or_choice_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_invalid_yaml_is_reported_with_its_line(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: [3\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+"):
+        load_config(path)
+
+
+def test_a_missing_config_file_points_to_the_examples(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file not found.*configs/"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_every_error_message_is_one_line(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: [3\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_config_survives_a_round_trip_through_yaml(tmp_path):
+    cfg = load_config(CONFIGS / "lstm.yaml", ["train.epochs=4", "data.categories=[a, b]"])
+    assert load_config(write(tmp_path, cfg.to_yaml())) == cfg

@@ -1,0 +1,91 @@
+"""A trained run as a predictor: ``rnnkit.load(run).predict(texts)`` and ``rnnkit predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_trainer import cli_args, tiny_settings, write_corpus
+
+import rnnkit
+from rnnkit.cli import main
+from rnnkit.predict import Predictor
+
+LABELS = ["hockey", "mideast", "space"]
+TEXTS = ["nasa launch orbit moon", "puck goal playoff", "peace treaty land", ""]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RNNKIT_CACHE", str(root / "cache"))
+        corpus = write_corpus(root / "corpus.csv")
+        settings = tiny_settings(corpus, **{"train.epochs": 4, "train.lr": 0.03})
+        assert main(["train", "-q", "--run-dir", str(root / "run"), *cli_args(settings)]) == 0
+    return root / "run"
+
+
+def test_load_rebuilds_the_run_as_a_predictor_with_its_label_names(run_dir):
+    predictor = rnnkit.load(run_dir)
+    assert isinstance(predictor, Predictor)
+    assert predictor.label_names == LABELS
+
+
+def test_predict_returns_one_label_name_per_text_even_for_empty_text(run_dir):
+    labels = rnnkit.load(run_dir).predict(TEXTS)
+    assert len(labels) == len(TEXTS) and set(labels) <= set(LABELS)
+
+
+def test_probabilities_have_a_column_per_class_and_rows_summing_to_one(run_dir):
+    probs = rnnkit.load(run_dir).predict_proba(TEXTS)
+    assert probs.shape == (len(TEXTS), len(LABELS))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_predictions_do_not_depend_on_the_other_texts_in_the_call(run_dir):
+    predictor = rnnkit.load(run_dir)
+    together = predictor.predict_proba(TEXTS)
+    alone = np.vstack([predictor.predict_proba([text]) for text in TEXTS])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_top_k_lists_the_most_probable_classes_first(run_dir):
+    predictor = rnnkit.load(run_dir)
+    (top,) = predictor.predict_top_k(["nasa launch orbit"], k=2)
+    assert len(top) == 2 and top[0][1] >= top[1][1]
+    assert top[0][0] == predictor.predict("nasa launch orbit")[0]
+
+
+def test_the_model_learned_the_topics(run_dir):
+    assert rnnkit.load(run_dir).predict(TEXTS[:3]) == ["space", "hockey", "mideast"]
+
+
+def test_no_texts_give_an_empty_result(run_dir):
+    assert rnnkit.load(run_dir).predict_proba([]).shape == (0, len(LABELS))
+
+
+def test_the_cli_prints_label_and_probability_per_text(run_dir, capsys):
+    assert main(["predict", "--run-dir", str(run_dir), *TEXTS[:2]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    label, prob = lines[0].split("\t")
+    assert label in LABELS and 0.0 <= float(prob) <= 1.0
+
+
+def test_the_cli_reads_one_document_per_line_and_shows_top_k(run_dir, tmp_path, capsys):
+    file = tmp_path / "docs.txt"
+    file.write_text("nasa launch\n\npuck goal\n", encoding="utf-8")
+    assert main(["predict", "--run-dir", str(run_dir), "--file", str(file), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(len(line.split("\t")) == 6 for line in lines)
+
+
+def test_the_cli_names_each_file_of_a_folder(run_dir, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("nasa launch orbit", encoding="utf-8")
+    (tmp_path / "docs" / "b.txt").write_bytes(b"puck goal \xff")
+    assert main(["predict", "--run-dir", str(run_dir), "--file", str(tmp_path / "docs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["a.txt", "b.txt"]

@@ -1,0 +1,90 @@
+"""configure_runtime applies a run's device, thread, denormal and determinism settings."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+from rnnkit.config import TrainConfig
+from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.models.kernels import denormals_flushed
+from rnnkit.runtime import configure_runtime, resolve_device
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_settings(monkeypatch):
+    """Every test leaves the process-wide torch switches as it found them."""
+    threads, flushed = torch.get_num_threads(), denormals_flushed()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # records the original value for teardown
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(flushed)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+
+
+def test_auto_resolves_to_cuda_only_when_it_is_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_cpu_is_always_available():
+    assert configure_runtime(TrainConfig(device="cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_asking_for_missing_cuda_is_a_one_line_user_error(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = re.escape(f"train.device={name} but CUDA is not available")
+    with pytest.raises(RnnkitError, match=message) as error:
+        configure_runtime(TrainConfig(device=name))
+    assert "\n" not in str(error.value)
+
+
+def test_asking_for_a_cuda_index_that_does_not_exist_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RnnkitError, match="only 1 CUDA device"):
+        resolve_device("cuda:3")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_anything_else_is_a_config_error():
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_follows_the_config(flush):
+    configure_runtime(TrainConfig(device="cpu", flush_denormal=flush))
+    assert denormals_flushed() is flush
+    assert (torch.tensor(1e-40).mul(1.0).item() == 0.0) is flush
+
+
+def test_num_threads_is_set_only_when_positive():
+    torch.set_num_threads(2)
+    configure_runtime(TrainConfig(device="cpu", num_threads=0))
+    assert torch.get_num_threads() == 2
+    configure_runtime(TrainConfig(device="cpu", num_threads=1))
+    assert torch.get_num_threads() == 1
+
+
+def test_deterministic_mode_switches_on_every_determinism_setting():
+    configure_runtime(TrainConfig(device="cpu", deterministic=True))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_default_mode_lets_cudnn_pick_the_fastest_algorithms():
+    configure_runtime(TrainConfig(device="cpu", deterministic=False))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
