@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import types
 import typing
 from typing import Any
 
-import pytest
-import torch
 import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -33,21 +30,6 @@ def fuzz(max_examples: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
-
-
-@pytest.fixture(autouse=True)
-def _subnormal_floats():
-    """Hypothesis draws subnormal floats, which a process flushing denormals to zero cannot hold.
-
-    Training in the same pytest process (``train.flush_denormal``, via rnnkit.runtime) switches
-    flushing on for the whole thread; switch it off for these tests and back on afterwards.
-    """
-    flushed = sys.float_info.min / 2 == 0.0
-    if flushed:
-        torch.set_flush_denormal(False)
-    yield
-    if flushed:
-        torch.set_flush_denormal(True)
 
 
 FIELDS = {name: dataclasses.fields(section) for name, section in SECTIONS.items()}

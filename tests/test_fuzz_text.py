@@ -15,14 +15,12 @@ import io
 import json
 import random
 import string
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -42,21 +40,6 @@ def fuzz(max_examples: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-
-
-@pytest.fixture(autouse=True)
-def _subnormal_floats():
-    """Hypothesis draws subnormal floats, which a process flushing denormals to zero cannot hold.
-
-    Training in the same pytest process (``train.flush_denormal``, via rnnkit.runtime) switches
-    flushing on for the whole thread; switch it off for these tests and back on afterwards.
-    """
-    flushed = sys.float_info.min / 2 == 0.0
-    if flushed:
-        torch.set_flush_denormal(False)
-    yield
-    if flushed:
-        torch.set_flush_denormal(True)
 
 
 # Every code point, lone surrogates included (they reach predict() from os.fsdecode and JSON escapes).

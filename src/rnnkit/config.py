@@ -322,9 +322,9 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         return
     if "min" in meta and (value < meta["min"] or (meta.get("exclusive_min") and value == meta["min"])):
         relation = "greater than" if meta.get("exclusive_min") else "at least"
-        raise ConfigError(f"{where} must be {relation} {meta['min']}, got {value}")
+        raise ConfigError(f"{where} must be {relation} {meta['min']}, got {_show(value)}")
     if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{where} must be at most {meta['max']}, got {value}")
+        raise ConfigError(f"{where} must be at most {meta['max']}, got {_show(value)}")
 
 
 def _suggest(name: str, candidates: typing.Iterable[str], section: str | None = None) -> str:
