@@ -7,8 +7,9 @@
 # RDZV_ENDPOINT is host:port of any one node that all nodes can reach (the rendezvous server
 # runs there); nodes join in any order and ranks are assigned by torchrun. RDZV_ID names the job,
 # so two jobs sharing an endpoint do not mix. Everything after the variables goes to
-# `rnnkit train`. Only global rank 0 writes the run folder, so give it a path on shared storage
-# if you want to read it from other nodes.
+# `rnnkit train`. Every node needs the data (same paths) and its own cache; only global rank 0
+# writes the run folder. To continue a run (`--resume RUN_DIR`) every node reads that folder, so keep
+# it on storage all nodes can see (NFS, ...).
 set -euo pipefail
 
 : "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port of one node reachable by all nodes}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return the process exit status."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: _is_main_rank())
     logger.addHandler(handler)
     try:
         args = build_parser().parse_args(argv)
@@ -49,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RnnkitError, _UsageError) as error:
         _report(" ".join(str(error).split()))
         return 2
+    except Exception:
+        if _another_rank_reported():
+            return 1
+        raise
     finally:
         logger.removeHandler(handler)
 
@@ -106,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from rnnkit.config import load_config
-    from rnnkit.training import experiment
+    from rnnkit.training import distributed, experiment
     from rnnkit.training.rundir import default_run_dir
 
     if args.resume and (args.config or args.run_dir or args.overwrite):
@@ -124,8 +130,11 @@ def _train(args: argparse.Namespace) -> int:
         where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
         _report(f"interrupted; {where}; continue with: rnnkit train --resume {run_dir}", prefix="rnnkit: ")
         return 130
+    finally:
+        distributed.cleanup()
     test = metrics["test"]
-    print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  run folder: {run_dir}")
+    if _is_main_rank():
+        print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  run folder: {run_dir}")
     return 0
 
 
@@ -188,3 +197,20 @@ def _report(message: str, prefix: str = "rnnkit: error: ") -> None:
 
     if distributed.claim_error_report():
         print(f"{prefix}{message}", file=sys.stderr)
+
+
+def _is_main_rank() -> bool:
+    """Under ``torchrun`` every rank runs this CLI; only global rank 0 logs and prints results."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _another_rank_reported() -> bool:
+    """Under ``torchrun``, whether a peer already reported the failure that is ending the job.
+
+    A rank whose collective broke because a peer died would otherwise add its own traceback.
+    """
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return False
+    from rnnkit.training import distributed
+
+    return not distributed.claim_error_report()

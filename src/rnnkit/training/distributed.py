@@ -8,7 +8,8 @@ trainer needs so that a run on N processes computes what one process would:
 * :func:`global_mean` normalises the loss by the *global* batch, so DDP's gradient averaging equals
   the gradient of one big batch even when the shards are uneven;
 * :func:`gather_by_index` collects evaluation outputs from every rank, each example exactly once;
-* :func:`broadcast_flag` makes a decision (early stopping) identical on all ranks;
+* :func:`broadcast_flag` makes a decision (early stopping) identical on all ranks, and
+  :func:`gather_objects` lets rank 0 save the state each rank keeps for itself (random generators);
 * :func:`claim_error_report` lets exactly one failing rank print the error.
 
 Without ``torchrun`` (``WORLD_SIZE`` unset or 1) every helper is a cheap no-op, so the trainer
@@ -23,6 +24,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -153,15 +155,9 @@ def setup(requested_device: str = "auto") -> tuple[DistributedEnv, torch.device]
     if not dist.is_available():
         raise RnnkitError("WORLD_SIZE > 1 but this PyTorch has no torch.distributed; train in one process")
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # before joining, so NCCL binds this rank to its own GPU
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend=backend,
-        rank=env.rank,
-        world_size=env.world_size,
-        timeout=timeout(),
-        device_id=device if device.type == "cuda" else None,
-    )
+    dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, timeout=timeout())
     logger.debug("rank %d/%d joined the %s group on %s", env.rank, env.world_size, backend, device)
     return env, device
 
@@ -192,7 +188,11 @@ def is_main_process() -> bool:
 
 
 def barrier() -> None:
-    if is_distributed():
+    if not is_distributed():
+        return
+    if dist.get_backend() == "nccl":  # name the GPU, or NCCL guesses one from the rank
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
 
 
@@ -217,11 +217,6 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     device_ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside a DDP wrapper, whose state dict has no ``module.`` prefix."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _collective_device() -> torch.device:
@@ -263,6 +258,37 @@ def broadcast_flag(flag: bool, src: int = 0) -> bool:
     value = torch.tensor([int(flag)], dtype=torch.int32, device=_collective_device())
     dist.broadcast(value, src=src)
     return bool(value.item())
+
+
+def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's ``obj`` (picklable) on rank ``dst`` in rank order, ``None`` on the others.
+
+    Used for per-rank state such as random generators, which a checkpoint must hold for every rank
+    so that a resumed run draws the same dropout masks on each of them.
+    """
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (picklable) on every rank, e.g. a run folder named after its clock."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+@torch.no_grad()
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into ``module`` on every rank, in place."""
+    if not is_distributed():
+        return
+    for tensor in (*module.parameters(), *module.buffers()):
+        dist.broadcast(tensor.data, src=src)
 
 
 def gather_by_index(index: Tensor, columns: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -44,7 +44,8 @@ def train(cfg: Config, run_dir: str | os.PathLike[str], *, overwrite: bool = Fal
     """Train a new run into ``run_dir`` and return its ``metrics.json`` content."""
     cfg = absolute_paths(cfg)
     check_model_name(cfg)
-    run = RunDir(run_dir)
+    distributed.setup(cfg.train.device)  # under torchrun: join the group before asking who is main
+    run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
     if distributed.is_main_process():
         run.create(overwrite=overwrite)
     return _fit(cfg, run, resuming=False)
@@ -128,7 +129,8 @@ def _prepare(cfg: Config, run: RunDir) -> PreparedData:
 
 
 def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
-    device = configure_runtime(cfg.train)
+    configure_runtime(cfg.train)
+    _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
     data = _prepare(cfg, run)
     if len(data.validation) == 0:
         raise DataError(
@@ -136,12 +138,15 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
             "(it drives early stopping and the best checkpoint)"
         )
     num_classes = len(data.label_names)
-    checkpoint = run.checkpoints.load_latest() if resuming else None
+    with distributed.main_process_first():  # rank 0 sets a damaged checkpoint aside, then all load
+        checkpoint = run.checkpoints.load_latest() if resuming else None
     if distributed.is_main_process() and not resuming:
         run.write_setup(cfg, data.vocab, data.label_names)
     seed_everything(cfg.train.seed)
     embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
     model = build(cfg, len(data.vocab), num_classes, embeddings=data.embeddings, embedding_dim=embedding_dim)
+    if distributed.get_world_size() > 1:  # own dropout masks per rank; DDP gives all rank 0's weights
+        torch.manual_seed(cfg.train.seed + distributed.get_rank())
     monitor = cfg.train.monitor
     callbacks = [
         EarlyStopping(monitor, cfg.train.patience),
