@@ -162,3 +162,26 @@ def test_the_installed_command_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "rnnkit: error: unknown key 'model.nam'; did you mean 'model.name'?"
     ]
+
+
+def test_a_model_registered_in_a_user_module_trains_from_the_command_line(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(
+        "from rnnkit.models import GRUClassifier, register_model\n"
+        "@register_model('tiny_gru')\n"
+        "def tiny_gru(cfg, *, vocab_size, num_classes, embedding_dim, embeddings, freeze_embeddings):\n"
+        "    return GRUClassifier(vocab_size, num_classes, embedding_dim=embedding_dim, hidden_size=4)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    settings = [*tiny_settings(corpus), "model.name=tiny_gru"]
+    argv = ["train", "-q", "--include-package", "my_models", "--run-dir", str(tmp_path / "run")]
+    assert main([*argv, *cli_args(settings)]) == 0
+    assert "tiny_gru" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_an_unknown_include_package_is_one_line_exit_2(capsys):
+    assert main(["train", "--include-package", "no_such_module_xyz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rnnkit: error: --include-package no_such_module_xyz")
+    assert len(err.splitlines()) == 1

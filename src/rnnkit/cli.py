@@ -8,6 +8,7 @@ saying how to resume. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+        _include_packages(args.include_package)
         return args.handler(args)
     except (RnnkitError, _UsageError) as error:
         _report(" ".join(str(error).split()))
@@ -70,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     common.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+    common.add_argument(
+        "--include-package",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, e.g. one that registers a model with @register_model (repeatable)",
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND", parser_class=_Parser)
 
     train = commands.add_parser("train", parents=[common], help="train a model into a run folder")
@@ -197,6 +206,20 @@ def _report(message: str, prefix: str = "rnnkit: error: ") -> None:
 
     if distributed.claim_error_report():
         print(f"{prefix}{message}", file=sys.stderr)
+
+
+def _include_packages(modules: Sequence[str]) -> None:
+    """Import user modules (from the current directory too) so their registered models exist."""
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            raise RnnkitError(
+                f"--include-package {module}: no module named {error.name!r}; "
+                "give an importable module name (a file my_models.py in the current folder is my_models)"
+            ) from None
 
 
 def _is_main_rank() -> bool:
