@@ -5,14 +5,17 @@ import torch
 
 from rnnkit.models.kernels import denormals_flushed
 
+DEFAULT_FLUSH_DENORMAL = denormals_flushed()  # read before any test has trained
+
 
 @pytest.fixture(autouse=True)
-def _restore_flush_denormal():
-    """Training switches denormal flushing on for the process (``train.flush_denormal``).
+def _default_flush_denormal():
+    """Every test starts and ends with the interpreter's denormal setting.
 
-    Put it back after every test, so each test starts from the interpreter's default: hypothesis,
-    for one, draws subnormal floats, which a flushing process cannot hold.
+    Training switches flushing on for the process (``train.flush_denormal``), also inside
+    module-scoped fixtures; hypothesis, for one, draws subnormal floats, which a flushing
+    process cannot hold.
     """
-    flushed = denormals_flushed()
+    torch.set_flush_denormal(DEFAULT_FLUSH_DENORMAL)
     yield
-    torch.set_flush_denormal(flushed)
+    torch.set_flush_denormal(DEFAULT_FLUSH_DENORMAL)

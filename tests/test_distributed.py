@@ -18,7 +18,6 @@ from torch import nn
 
 from rnnkit.config import load_config
 from rnnkit.errors import CheckpointError, ConfigError, RnnkitError
-from rnnkit.models.kernels import denormals_flushed
 from rnnkit.training import distributed, experiment
 from rnnkit.training.checkpoint import load_checkpoint
 
@@ -223,13 +222,11 @@ def single_and_ddp(corpus, vectors, tmp_path_factory) -> tuple[Path, Path, subpr
     """
     root = tmp_path_factory.mktemp("single_and_ddp")
     model = {"model.name": "rnn", "embeddings.source": str(vectors), "embeddings.freeze": True, **EXACT}
-    flushed = denormals_flushed()  # module fixtures run outside conftest's per-test restore
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RNNKIT_CACHE", str(root / "cache"))
         experiment.train(
             load_config(overrides=tiny_settings(corpus, **model, **{"train.batch_size": 16})), root / "single"
         )
-    torch.set_flush_denormal(flushed)
     done = torchrun(train_args(root / "ddp", corpus, **model, **{"train.batch_size": 8}), root / "cache")
     assert done.returncode == 0, done.stderr
     return root / "single", root / "ddp", done

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rnnkit.errors import ConfigError
-from rnnkit.models.kernels import denormals_flushed, fused_recurrent, run_recurrent, supports_fused
+from rnnkit.models.kernels import fused_recurrent, run_recurrent, supports_fused
 
 CELLS = {
     "lstm": lambda i, h, **kw: nn.LSTM(i, h, batch_first=True, **kw),
@@ -127,12 +127,8 @@ def test_auto_kernel_trains_with_the_path_measured_fastest_on_cpu(monkeypatch, c
     module = CELLS[cell](3, 4)
     called = []
     monkeypatch.setattr("rnnkit.models.kernels.fused_recurrent", lambda m, x: called.append(x) or x)
-    previous = denormals_flushed()
-    torch.set_flush_denormal(flush)
-    try:
-        run_recurrent(module, torch.randn(2, 5, 3), kernel="auto")
-    finally:
-        torch.set_flush_denormal(previous)
+    torch.set_flush_denormal(flush)  # conftest puts the default back
+    run_recurrent(module, torch.randn(2, 5, 3), kernel="auto")
     assert bool(called) is uses_fused
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_trainer import cli_args, tiny_settings, write_corpus
+from test_trainer import train_tiny_run
 
 import rnnkit
 from rnnkit.cli import main
@@ -18,13 +18,7 @@ TEXTS = ["nasa launch orbit moon", "puck goal playoff", "peace treaty land", ""]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RNNKIT_CACHE", str(root / "cache"))
-        corpus = write_corpus(root / "corpus.csv")
-        settings = tiny_settings(corpus, **{"train.epochs": 4, "train.lr": 0.03})
-        assert main(["train", "-q", "--run-dir", str(root / "run"), *cli_args(settings)]) == 0
-    return root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("predict"), **{"train.epochs": 4, "train.lr": 0.03})
 
 
 def test_load_rebuilds_the_run_as_a_predictor_with_its_label_names(run_dir):

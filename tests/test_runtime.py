@@ -16,15 +16,14 @@ from rnnkit.runtime import configure_runtime, resolve_device
 
 @pytest.fixture(autouse=True)
 def restore_torch_settings(monkeypatch):
-    """Every test leaves the process-wide torch switches as it found them."""
-    threads, flushed = torch.get_num_threads(), denormals_flushed()
+    """Every test leaves the process-wide torch switches as it found them (conftest: denormals)."""
+    threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # records the original value for teardown
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     yield
     torch.set_num_threads(threads)
-    torch.set_flush_denormal(flushed)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
 

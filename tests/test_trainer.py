@@ -71,15 +71,20 @@ def cli_args(settings: list[str]) -> list[str]:
     return [arg for setting in settings for arg in ("--set", setting)]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("trainer")
+def train_tiny_run(root: Path, **extra: object) -> Path:
+    """Train a tiny model on a generated corpus with the CLI; return its run folder under ``root``."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RNNKIT_CACHE", str(root / "cache"))
         corpus = write_corpus(root / "corpus.csv")
         run_dir = root / "run"
-        assert main(["train", "-q", "--run-dir", str(run_dir), *cli_args(tiny_settings(corpus))]) == 0
+        settings = tiny_settings(corpus, **extra)
+        assert main(["train", "-q", "--run-dir", str(run_dir), *cli_args(settings)]) == 0
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("trainer"))
 
 
 @pytest.fixture(autouse=True)
