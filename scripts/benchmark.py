@@ -6,9 +6,11 @@ Adam 1e-3, batch 64) on the same documents, grouped into the same batches:
 * ``tutorial``: ``nn.Embedding`` + ``nn.LSTM``/``GRU``/``RNN`` + ``nn.Linear`` on the last hidden
   state, every batch padded to ``max_length``, default PyTorch settings (denormals not flushed);
 * ``tutorial+flush``: the same with ``torch.set_flush_denormal(True)``, to show what that alone gives;
-* ``rnnkit native``: rnnkit's classifier on length-bucketed batches, rnnkit's runtime settings,
-  ``kernel="native"`` (plain torch modules);
-* ``rnnkit``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
+* ``rnnkit native``: rnnkit's classifier on length-bucketed batches, rnnkit's runtime settings and
+  optimiser (Adam, fused), ``kernel="native"`` (plain torch modules), float32;
+* ``rnnkit float32``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
+* ``rnnkit``: rnnkit's defaults, ``kernel="auto"`` with ``train.amp`` mixed precision where the
+  device has it natively (float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX);
 * ``keras``: Keras 3 on the torch backend, padded to ``max_length``, ``train_on_batch``
   (skipped with a note when keras is not installed).
 
@@ -43,7 +45,9 @@ from torch import nn
 from rnnkit.config import TrainConfig
 from rnnkit.data.batching import BucketBatchSampler, EncodedDataset, collate
 from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RNNClassifier
-from rnnkit.runtime import configure_runtime
+from rnnkit.runtime import amp_dtype, configure_runtime
+from rnnkit.training.inference import autocast as mixed_precision
+from rnnkit.training.trainer import build_optimizer
 
 TRAIN_DOCS = 11314  # 20 Newsgroups "bydate" training set
 NUM_CLASSES = 20
@@ -182,8 +186,11 @@ def measure_torch(
 ) -> tuple[float, float]:
     """(train seconds over the timed batches, inference seconds over ``infer_docs``)."""
     torch.manual_seed(args.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    autocast = torch.autocast(device.type, enabled=amp)
+    if rnnkit:  # the trainer's optimiser: the same Adam update, fused into one kernel
+        optimizer = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3), model)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    autocast = mixed_precision(device, amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
 
     def train_step(indices: list[int]) -> Callable[[], object]:
@@ -305,16 +312,17 @@ def run_model(cell: str, bidirectional: bool, work: Workload, args: argparse.Nam
         results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=False, amp=False)))
         progress(results[-1])
     configure_runtime(TrainConfig(device=str(device), num_threads=args.threads))
-    amp = device.type == "cuda" and not args.no_amp
-    for kernel in ("native", "auto"):
+    amp = amp_dtype(device) is not None and not args.no_amp
+    variants = [("rnnkit native", "native", False), ("rnnkit float32", "auto", False)]
+    variants += [("rnnkit", "auto", True)] if amp else []
+    for variant, kernel, mixed in variants:
         model = build_rnnkit(cell, bidirectional, work, args, kernel).to(device)
-        variant = "rnnkit" if kernel == "auto" else "rnnkit native"
-        results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=True, amp=amp)))
+        results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=True, amp=mixed)))
         progress(results[-1])
     if args.compile:
         model = torch.compile(build_rnnkit(cell, bidirectional, work, args, "native").to(device))
         results.append(
-            result("rnnkit native+compile", *measure_torch(work, args, device, model, rnnkit=True, amp=amp))
+            result("rnnkit native+compile", *measure_torch(work, args, device, model, rnnkit=True, amp=False))
         )
         progress(results[-1])
     if not args.no_keras and device.type == "cpu":
@@ -424,7 +432,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=0, help="rnnkit's train.num_threads (0 = torch default)"
     )
-    parser.add_argument("--no-amp", action="store_true", help="CUDA: measure rnnkit without mixed precision")
+    parser.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="skip rnnkit's mixed precision variant (float16 on CUDA, bfloat16 on CPUs that have it)",
+    )
     parser.add_argument(
         "--compile", action="store_true", help="also measure torch.compile on the native model"
     )

@@ -123,12 +123,25 @@ def test_native_kernel_always_calls_the_module(monkeypatch):
         ("gru", False, "compiled"),
     ],
 )
-@pytest.mark.parametrize("training", [True, False])
-def test_auto_kernel_runs_the_path_measured_fastest_on_cpu(monkeypatch, cell, flush, expected, training):
+def test_auto_kernel_trains_with_the_path_measured_fastest_on_cpu(monkeypatch, cell, flush, expected):
     monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())
     torch.set_flush_denormal(flush)  # conftest puts the default back
-    with torch.set_grad_enabled(training):
-        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+    assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_auto_kernel_runs_the_module_for_inference(monkeypatch, cell):
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())
+    with torch.no_grad():
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
+    with torch.inference_mode():
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
+
+
+def test_frozen_modules_over_frozen_inputs_run_the_module(monkeypatch):
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())
+    module = CELLS["gru"](3, 4).requires_grad_(False)
+    assert choose_kernel(module, torch.randn(2, 5, 3)) == "native"
 
 
 @pytest.mark.parametrize(
@@ -148,8 +161,6 @@ def test_without_a_compiler_auto_trains_with_the_python_loop_where_it_wins(
     monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: None)
     torch.set_flush_denormal(flush)
     assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
-    with torch.inference_mode():
-        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
 
 
 def test_auto_kernel_runs_what_it_chooses(monkeypatch):
