@@ -4,8 +4,11 @@ Every variant trains the same model (embedding 100, hidden 128, one layer, linea
 Adam 1e-3, batch 64) on the same documents, grouped into the same batches:
 
 * ``tutorial``: ``nn.Embedding`` + ``nn.LSTM``/``GRU``/``RNN`` + ``nn.Linear`` on the last hidden
-  state, every batch padded to ``max_length``, default PyTorch settings (denormals not flushed);
-* ``tutorial+flush``: the same with ``torch.set_flush_denormal(True)``, to show what that alone gives;
+  state, every batch padded to ``max_length``, default PyTorch settings (denormals not flushed,
+  glibc's default malloc);
+* ``tutorial+runtime``: the same code under rnnkit's runtime settings (denormals flushed, freed
+  memory kept for reuse: ``train.flush_denormal``, ``train.reuse_memory``), to show what they
+  alone give;
 * ``rnnkit native``: rnnkit's classifier on length-bucketed batches, rnnkit's runtime settings and
   optimiser (Adam, fused), ``kernel="native"`` (plain torch modules), float32;
 * ``rnnkit float32``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
@@ -284,63 +287,79 @@ def measure_keras(
 # ------------------------------------------------------------------------------------------- runs
 
 
-def run_model(cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device):
-    direction = "bi" if bidirectional else "uni"
+def make_result(
+    cell: str, bidirectional: bool, variant: str, work: Workload, seconds: tuple[float, float], timed: int
+) -> Result:
+    """Throughputs from (train seconds over ``timed`` batches, inference seconds over ``infer_docs``)."""
+    train_s, infer_s = seconds
+    epoch_s = train_s / timed * work.epoch_batches
+    return Result(
+        cell,
+        "bi" if bidirectional else "uni",
+        variant,
+        train_tokens_per_s=work.epoch_tokens / epoch_s,
+        train_s_per_epoch=epoch_s,
+        infer_docs_per_s=len(work.infer_docs) / infer_s,
+    )
 
-    def result(
-        variant: str, train_s: float, infer_s: float, note: str = "", timed: int = args.batches
-    ) -> Result:
-        epoch_s = train_s / timed * work.epoch_batches
-        return Result(
-            cell,
-            direction,
-            variant,
-            train_tokens_per_s=work.epoch_tokens / epoch_s,
-            train_s_per_epoch=epoch_s,
-            infer_docs_per_s=len(work.infer_docs) / infer_s,
-            note=note,
-        )
 
-    results = []
-    default_threads = torch.get_num_threads()
-    for flush in (False, True):
-        torch.set_flush_denormal(flush)
-        torch.set_num_threads(default_threads)
-        torch.manual_seed(args.seed)
-        model = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
-        variant = "tutorial+flush" if flush else "tutorial"
-        results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=False, amp=False)))
-        progress(results[-1])
+def run_baselines(
+    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
+) -> list[Result]:
+    """``tutorial`` and ``keras`` under PyTorch's and glibc's defaults (see :func:`main`)."""
+    torch.set_flush_denormal(False)
+    torch.manual_seed(args.seed)
+    model = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
+    seconds = measure_torch(work, args, device, model, rnnkit=False, amp=False)
+    results = [make_result(cell, bidirectional, "tutorial", work, seconds, args.batches)]
+    progress(results[-1])
+    if args.no_keras or device.type != "cpu":
+        return results
+    try:
+        seconds = measure_keras(cell, bidirectional, work, args)
+    except ImportError:
+        note = "keras not installed (pip install keras)"
+        results.append(Result(cell, results[0].direction, "keras", note=note))
+        return results
+    results.append(make_result(cell, bidirectional, "keras", work, seconds, args.keras_batches))
+    results[-1].note = keras_note()
+    progress(results[-1])
+    return results
+
+
+def run_rnnkit(
+    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
+) -> list[Result]:
+    """``tutorial+runtime`` and the rnnkit variants, under rnnkit's runtime settings."""
     configure_runtime(TrainConfig(device=str(device), num_threads=args.threads))
-    amp = amp_dtype(device) is not None and not args.no_amp
-    variants = [("rnnkit native", "native", False), ("rnnkit float32", "auto", False)]
-    variants += [("rnnkit", "auto", True)] if amp else []
-    for variant, kernel, mixed in variants:
-        model = build_rnnkit(cell, bidirectional, work, args, kernel).to(device)
-        results.append(result(variant, *measure_torch(work, args, device, model, rnnkit=True, amp=mixed)))
-        progress(results[-1])
+    torch.manual_seed(args.seed)
+    tutorial = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
+    variants: list[tuple[str, nn.Module, bool]] = [("tutorial+runtime", tutorial, False)]
+    variants += [
+        ("rnnkit native", build_rnnkit(cell, bidirectional, work, args, "native"), False),
+        ("rnnkit float32", build_rnnkit(cell, bidirectional, work, args, "auto"), False),
+    ]
+    if amp_dtype(device) is not None and not args.no_amp:
+        variants.append(("rnnkit", build_rnnkit(cell, bidirectional, work, args, "auto"), True))
     if args.compile:
-        model = torch.compile(build_rnnkit(cell, bidirectional, work, args, "native").to(device))
-        results.append(
-            result("rnnkit native+compile", *measure_torch(work, args, device, model, rnnkit=True, amp=False))
-        )
+        compiled = torch.compile(build_rnnkit(cell, bidirectional, work, args, "native"))
+        variants.append(("rnnkit native+compile", compiled, False))
+    results = []
+    for variant, model, mixed in variants:
+        rnnkit = variant != "tutorial+runtime"
+        seconds = measure_torch(work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed)
+        results.append(make_result(cell, bidirectional, variant, work, seconds, args.batches))
         progress(results[-1])
-    if not args.no_keras and device.type == "cpu":
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(default_threads)
-        try:
-            keras_s = measure_keras(cell, bidirectional, work, args)
-            results.append(result("keras", *keras_s, keras_note(), timed=args.keras_batches))
-            progress(results[-1])
-        except ImportError:
-            results.append(Result(cell, direction, "keras", note="keras not installed (pip install keras)"))
-        configure_runtime(TrainConfig(device=str(device), num_threads=args.threads))
+    return results
+
+
+def add_speedups(results: list[Result]) -> None:
+    """Ratios against the first result (``tutorial``) of the same model."""
     base = results[0]
     for r in results:
         if r.train_tokens_per_s is not None:
             r.train_speedup = r.train_tokens_per_s / base.train_tokens_per_s
             r.infer_speedup = r.infer_docs_per_s / base.infer_docs_per_s
-    return results
 
 
 def keras_note() -> str:
@@ -458,13 +477,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    device = configure_runtime(TrainConfig(device=args.device, num_threads=args.threads))
+    # PyTorch's defaults until the baselines are measured: no flushing, malloc untouched.
+    device = configure_runtime(
+        TrainConfig(device=args.device, num_threads=args.threads, flush_denormal=False, reuse_memory=False)
+    )
     work = load_workload(args)
     directions = {"uni": (False,), "bi": (True,), "both": (False, True)}[args.bidirectional]
+    models = [(cell, bidirectional) for cell in args.cells for bidirectional in directions]
+    # Every baseline runs before rnnkit's first run: glibc's malloc cannot be put back to its
+    # defaults once changed (its adaptive mmap threshold stays off), so they come first.
+    baselines = {model: run_baselines(*model, work, args, device) for model in models}
     results: list[Result] = []
-    for cell in args.cells:
-        for bidirectional in directions:
-            results.extend(run_model(cell, bidirectional, work, args, device))
+    for model in models:
+        rows = [baselines[model][0], *run_rnnkit(*model, work, args, device), *baselines[model][1:]]
+        add_speedups(rows)
+        results.extend(rows)
     env = environment(device, work, args)
     print(markdown(results, env))
     if args.json:

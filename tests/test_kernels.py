@@ -129,6 +129,16 @@ def test_auto_kernel_trains_with_the_path_measured_fastest_on_cpu(monkeypatch, c
     assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
 
 
+@pytest.mark.parametrize(
+    ("cell", "expected"), [("lstm", "native"), ("gru", "compiled"), ("rnn_tanh", "compiled")]
+)
+def test_bfloat16_autocast_trains_with_the_same_paths(monkeypatch, cell, expected):
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())
+    torch.set_flush_denormal(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_auto_kernel_runs_the_module_for_inference(monkeypatch, cell):
     monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: object())

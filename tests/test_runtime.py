@@ -1,9 +1,10 @@
-"""configure_runtime applies a run's device, thread, denormal and determinism settings."""
+"""configure_runtime applies a run's device, thread, denormal, memory and determinism settings."""
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from rnnkit.config import TrainConfig
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.models.kernels import denormals_flushed
-from rnnkit.runtime import configure_runtime, resolve_device
+from rnnkit.runtime import configure_runtime, resolve_device, reuse_large_allocations
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +88,20 @@ def test_default_mode_lets_cudnn_pick_the_fastest_algorithms():
     configure_runtime(TrainConfig(device="cpu", deterministic=False))
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_reuse_memory_follows_the_config(monkeypatch, reuse):
+    calls = []
+    monkeypatch.setattr("rnnkit.runtime.reuse_large_allocations", lambda enabled: calls.append(enabled))
+    configure_runtime(TrainConfig(device="cpu", reuse_memory=reuse))
+    assert calls == ([True] if reuse else [])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc malloc setting")
+def test_large_allocations_can_be_kept_for_reuse_and_given_back():
+    try:
+        assert reuse_large_allocations(True)
+        torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # larger than glibc's mmap threshold
+    finally:
+        assert reuse_large_allocations(False)  # glibc's defaults again for the other tests

@@ -112,6 +112,7 @@ class TrainConfig:
     deterministic: bool = False
     num_threads: int = _at_least(0, 0)
     flush_denormal: bool = True
+    reuse_memory: bool = True
     checkpoint_every: int = _at_least(0, 0)
     compile: bool = False
     progress: bool = True

@@ -2,14 +2,17 @@
 
 These switches change speed (or reproducibility), never the model: flushing denormal floats to
 zero avoids a 3-15x slowdown of the CPU backward pass over long documents, where gradients decay
-through hundreds of time steps into the subnormal range; ``cudnn.benchmark`` picks the fastest
-cuDNN algorithms for the shapes seen; deterministic mode trades that speed for bit-identical reruns.
+through hundreds of time steps into the subnormal range; keeping freed memory for reuse avoids
+the page faults of fresh buffers every step; ``cudnn.benchmark`` picks the fastest cuDNN
+algorithms for the shapes seen; deterministic mode trades that speed for bit-identical reruns.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 
 import torch
 
@@ -46,6 +49,31 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
+# glibc's mallopt parameters and defaults (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+
+
+def reuse_large_allocations(enabled: bool) -> bool:
+    """Keep freed memory in the process for reuse (``enabled``), or restore glibc's defaults.
+
+    glibc serves blocks over 32 MB (a long batch's gate buffers) with a fresh ``mmap`` and returns
+    them on free, so every training step page-faults its large buffers in again: 30% of an LSTM
+    step on this project's CPU (LSTM forward+backward over 64 x 280 tokens: 138 ms against 95 ms).
+    Serving every block from the heap and never trimming it removes that, at the price of keeping
+    the peak memory of the run. PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc.
+    Returns whether the setting took (False off Linux/glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    mmap_max, trim = (0, 2**31 - 1) if enabled else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
+    return bool(mallopt(_M_MMAP_MAX, mmap_max)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
+
+
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo.
 
@@ -80,6 +108,8 @@ def configure_runtime(train_cfg: TrainConfig) -> torch.device:
         logger.warning("this CPU cannot flush denormal floats to zero; long documents may train slowly")
     if train_cfg.num_threads > 0:
         torch.set_num_threads(train_cfg.num_threads)
+    if train_cfg.reuse_memory:
+        reuse_large_allocations(True)
     if train_cfg.deterministic:
         # cuBLAS reads this when its handle is created, so it must be set before the first CUDA matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
@@ -91,10 +121,11 @@ def configure_runtime(train_cfg: TrainConfig) -> torch.device:
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
     logger.info(
-        "runtime: device=%s threads=%d flush_denormal=%s deterministic=%s",
+        "runtime: device=%s threads=%d flush_denormal=%s reuse_memory=%s deterministic=%s",
         device,
         torch.get_num_threads(),
         train_cfg.flush_denormal,
+        train_cfg.reuse_memory,
         train_cfg.deterministic,
     )
     return device

@@ -38,7 +38,7 @@ SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
 NAME = "rnnkit_recurrence"
 # -ffast-math lets gcc call glibc's vectorised exp/tanh; it is a compile flag only, so the library
 # is not linked with crtfastmath and never changes the process's denormal (FTZ/DAZ) mode.
-CFLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd")
+CFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd")
 
 
 def build_directory() -> Path:
@@ -130,127 +130,122 @@ def compiled_recurrent(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | 
         return _RNN.apply(inputs, *weights, *biases, dtype, module.nonlinearity == "relu")
 
 
-def _project(x_tm: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
-    """Float32 ``x W_ih^T (+ bias)`` for all steps at once, the product in ``x_tm``'s dtype."""
-    projected = torch.matmul(x_tm, w_ih.to(x_tm.dtype).t()).float()
-    if bias is not None:
-        projected += bias
-    return projected
+def _time_major_as(inputs: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(batch, time, features)`` -> contiguous ``(time, batch, features)`` in ``dtype``, one pass."""
+    return torch.empty(inputs.shape[1], inputs.shape[0], inputs.shape[2], dtype=dtype).copy_(
+        inputs.transpose(0, 1)
+    )
 
 
-def _weight_and_input_grads(
-    ctx: torch.autograd.function.FunctionCtx, dpre: Tensor, x_tm: Tensor, w_ih: Tensor
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """(``dpre`` in the product dtype, grad of the inputs, of ``W_ih``, of ``b_ih``)."""
-    steps, batch, width = dpre.shape
-    flat = dpre.view(steps * batch, width).to(x_tm.dtype)
-    grad_x = grad_w_ih = grad_b_ih = None
-    if ctx.needs_input_grad[0]:
-        grad_x = (flat @ w_ih.to(flat.dtype)).view(steps, batch, -1).transpose(0, 1).to(ctx.input_dtype)
-    if ctx.needs_input_grad[1]:
-        grad_w_ih = (flat.t() @ x_tm.view(steps * batch, -1)).float()
-    if ctx.needs_input_grad[3]:
-        grad_b_ih = dpre.view(steps * batch, width).sum(0)
-    return flat, grad_x, grad_w_ih, grad_b_ih
+class _Recurrence(torch.autograd.Function):
+    """What the three cells share: inputs, projection, and the gradients outside the time loop."""
+
+    @staticmethod
+    def begin(ctx, x: Tensor, w_ih: Tensor, w_hh: Tensor, dtype: torch.dtype):  # type: ignore[no-untyped-def]
+        """(time-major inputs, their projection ``x W_ih^T``, ``W_hh``), all in the product dtype."""
+        ctx.input_dtype = x.dtype
+        x_tm = _time_major_as(x, dtype)
+        w_ih_low = w_ih.detach().to(dtype)
+        w_hh_low = w_hh.detach().to(dtype)
+        ctx.save_for_backward(w_ih_low, w_hh_low)
+        return x_tm, torch.matmul(x_tm, w_ih_low.t()), w_hh_low
+
+    @staticmethod
+    def input_side_grads(ctx, d_input: Tensor, x_tm: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[no-untyped-def]
+        """Gradients of the inputs and of ``W_ih`` from those of ``x W_ih^T`` (all steps at once)."""
+        w_ih_low, _ = ctx.saved_tensors
+        steps, batch, width = d_input.shape
+        flat = d_input.view(steps * batch, width)
+        grad_x = grad_w_ih = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (flat @ w_ih_low).view(steps, batch, -1).transpose(0, 1).to(ctx.input_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_w_ih = (flat.t() @ x_tm.view(steps * batch, -1)).float()
+        return grad_x, grad_w_ih
+
+    @staticmethod
+    def hidden_weight_grad(ctx, d_hidden: Tensor, states_low: Tensor) -> Tensor | None:  # type: ignore[no-untyped-def]
+        """``dW_hh = sum_t d_t^T h_{t-1}`` as one product over all steps."""
+        if not ctx.needs_input_grad[2]:
+            return None
+        hidden = states_low.size(-1)
+        flat = d_hidden.view(-1, d_hidden.size(-1))
+        return (flat.t() @ states_low[:-1].reshape(-1, hidden)).float()
+
+    @staticmethod
+    def bias(b_ih: Tensor | None, b_hh: Tensor | None, width: int, like: Tensor) -> Tensor:
+        if b_ih is None:
+            return torch.zeros(width, dtype=torch.float32, device=like.device)
+        return (b_ih.detach() + b_hh.detach()).float().contiguous()
+
+    @staticmethod
+    def bias_grads(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[no-untyped-def]
+        return (grad if ctx.needs_input_grad[3] else None, grad if ctx.needs_input_grad[4] else None)
 
 
-def _hidden_weight_grad(flat_dpre: Tensor, states: Tensor) -> Tensor:
-    """``dW_hh = sum_t dpre_t^T h_{t-1}`` as one product over all steps."""
-    return (flat_dpre.t() @ states.reshape(-1, states.size(-1)).to(flat_dpre.dtype)).float()
-
-
-def _begin(ctx, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, dtype: torch.dtype):  # type: ignore[no-untyped-def]
-    ctx.input_dtype = x.dtype
-    ctx.has_bias = b_ih is not None
-    x_tm = time_major(x).to(dtype)
-    return x_tm, w_ih.detach()
-
-
-class _LSTM(torch.autograd.Function):
+class _LSTM(_Recurrence):
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, dtype):  # type: ignore[override]
-        x_tm, w_ih = _begin(ctx, x, w_ih, b_ih, dtype)
-        gates = _project(x_tm, w_ih, None if b_ih is None else b_ih + b_hh)
-        w_hh_low = w_hh.detach().to(dtype)
-        h, c, tanh_c = extension().lstm_forward(gates, w_hh_low.t().contiguous())
-        ctx.save_for_backward(w_ih, w_hh_low)
-        ctx.buffers = (x_tm, gates, h, c, tanh_c)
+        x_tm, proj, w_hh_low = _Recurrence.begin(ctx, x, w_ih, w_hh, dtype)
+        bias = _Recurrence.bias(b_ih, b_hh, proj.size(2), x)
+        gates, h, c, h_low = extension().lstm_forward(proj, bias, w_hh_low.t().contiguous())
+        ctx.buffers = (x_tm, gates, c, h_low)
         return batch_major(h[1:])
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        w_ih, w_hh_low = ctx.saved_tensors
-        x_tm, gates, h, c, tanh_c = ctx.buffers
-        grad_tm = time_major(grad_out.float())
-        dpre = extension().lstm_backward(grad_tm, gates, c, tanh_c, w_hh_low.contiguous())
-        flat, grad_x, grad_w_ih, grad_b_ih = _weight_and_input_grads(ctx, dpre, x_tm, w_ih)
-        grad_w_hh = _hidden_weight_grad(flat, h[:-1]) if ctx.needs_input_grad[2] else None
-        grad_b_hh = None
-        if ctx.has_bias and ctx.needs_input_grad[4]:
-            grad_b_hh = grad_b_ih if grad_b_ih is not None else dpre.sum((0, 1))
-        return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None
+        x_tm, gates, c, h_low = ctx.buffers
+        _, w_hh_low = ctx.saved_tensors
+        dpre, bias_grad = extension().lstm_backward(time_major(grad_out.float()), gates, c, w_hh_low)
+        grad_x, grad_w_ih = _Recurrence.input_side_grads(ctx, dpre, x_tm)
+        grad_w_hh = _Recurrence.hidden_weight_grad(ctx, dpre, h_low)
+        return grad_x, grad_w_ih, grad_w_hh, *_Recurrence.bias_grads(ctx, bias_grad), None
 
 
-class _GRU(torch.autograd.Function):
+class _GRU(_Recurrence):
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, dtype):  # type: ignore[override]
-        x_tm, w_ih = _begin(ctx, x, w_ih, b_ih, dtype)
+        x_tm, proj, w_hh_low = _Recurrence.begin(ctx, x, w_ih, w_hh, dtype)
         hidden = w_hh.size(1)
         if b_ih is None:
-            bias, b_hn = None, x_tm.new_zeros(hidden, dtype=torch.float32)
-        else:
-            bias = b_ih.detach().clone()
+            bias, b_hn = torch.zeros(3 * hidden), torch.zeros(hidden)
+        else:  # b_hr and b_hz add to the input projection; b_hn sits inside r * (...)
+            bias = b_ih.detach().float().clone()
             bias[: 2 * hidden] += b_hh.detach()[: 2 * hidden]
-            b_hn = b_hh.detach()[2 * hidden :].contiguous()
-        gates = _project(x_tm, w_ih, bias)
-        w_hh_low = w_hh.detach().to(dtype)
-        h, hn = extension().gru_forward(gates, w_hh_low.t().contiguous(), b_hn)
-        ctx.save_for_backward(w_ih, w_hh_low)
-        ctx.buffers = (x_tm, gates, h, hn)
+            b_hn = b_hh.detach()[2 * hidden :].float().contiguous()
+        gates, h, hn, h_low = extension().gru_forward(proj, bias, b_hn, w_hh_low.t().contiguous())
+        ctx.buffers = (x_tm, gates, h, hn, h_low)
         return batch_major(h[1:])
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        w_ih, w_hh_low = ctx.saved_tensors
-        x_tm, gates, h, hn = ctx.buffers
-        hidden = w_hh_low.size(1)
-        grad_tm = time_major(grad_out.float())
-        dh_proj, dpre_n = extension().gru_backward(grad_tm, gates, hn, h, w_hh_low.contiguous())
-        steps, batch, width = dh_proj.shape
-        flat_hidden = dh_proj.view(steps * batch, width)
-        grad_w_hh = None
-        if ctx.needs_input_grad[2]:
-            grad_w_hh = _hidden_weight_grad(flat_hidden.to(x_tm.dtype), h[:-1])
-        grad_b_hh = flat_hidden.sum(0) if ctx.has_bias and ctx.needs_input_grad[4] else None
-        dh_proj[..., 2 * hidden :] = dpre_n  # now the grads of x W_ih^T + b_ih
-        _, grad_x, grad_w_ih, grad_b_ih = _weight_and_input_grads(ctx, dh_proj, x_tm, w_ih)
+        x_tm, gates, h, hn, h_low = ctx.buffers
+        _, w_hh_low = ctx.saved_tensors
+        d_hidden, d_input, b_hh_grad, b_ih_grad = extension().gru_backward(
+            time_major(grad_out.float()), gates, hn, h, w_hh_low
+        )
+        grad_x, grad_w_ih = _Recurrence.input_side_grads(ctx, d_input, x_tm)
+        grad_w_hh = _Recurrence.hidden_weight_grad(ctx, d_hidden, h_low)
+        grad_b_ih = b_ih_grad if ctx.needs_input_grad[3] else None
+        grad_b_hh = b_hh_grad if ctx.needs_input_grad[4] else None
         return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None
 
 
-class _RNN(torch.autograd.Function):
+class _RNN(_Recurrence):
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, dtype, relu):  # type: ignore[override]
-        x_tm, w_ih = _begin(ctx, x, w_ih, b_ih, dtype)
-        states = _project(x_tm, w_ih, None if b_ih is None else b_ih + b_hh)
-        w_hh_low = w_hh.detach().to(dtype)
-        extension().rnn_forward(states, w_hh_low.t().contiguous(), relu)
-        ctx.save_for_backward(w_ih, w_hh_low)
-        ctx.buffers = (x_tm, states)
+        x_tm, proj, w_hh_low = _Recurrence.begin(ctx, x, w_ih, w_hh, dtype)
+        bias = _Recurrence.bias(b_ih, b_hh, proj.size(2), x)
+        h, h_low = extension().rnn_forward(proj, bias, w_hh_low.t().contiguous(), relu)
+        ctx.buffers = (x_tm, h, h_low)
         ctx.relu = relu
-        return batch_major(states)
+        return batch_major(h[1:])
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        w_ih, w_hh_low = ctx.saved_tensors
-        x_tm, states = ctx.buffers
-        batch = states.size(1)
-        grad_tm = time_major(grad_out.float())
-        dpre = extension().rnn_backward(grad_tm, states, w_hh_low.contiguous(), ctx.relu)
-        flat, grad_x, grad_w_ih, grad_b_ih = _weight_and_input_grads(ctx, dpre, x_tm, w_ih)
-        grad_w_hh = None
-        if ctx.needs_input_grad[2]:  # step 0 has a zero previous state: it adds nothing
-            grad_w_hh = _hidden_weight_grad(flat[batch:], states[:-1])
-        grad_b_hh = None
-        if ctx.has_bias and ctx.needs_input_grad[4]:
-            grad_b_hh = grad_b_ih if grad_b_ih is not None else dpre.sum((0, 1))
-        return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None
+        x_tm, h, h_low = ctx.buffers
+        _, w_hh_low = ctx.saved_tensors
+        dpre, bias_grad = extension().rnn_backward(time_major(grad_out.float()), h, w_hh_low, ctx.relu)
+        grad_x, grad_w_ih = _Recurrence.input_side_grads(ctx, dpre, x_tm)
+        grad_w_hh = _Recurrence.hidden_weight_grad(ctx, dpre, h_low)
+        return grad_x, grad_w_ih, grad_w_hh, *_Recurrence.bias_grads(ctx, bias_grad), None, None

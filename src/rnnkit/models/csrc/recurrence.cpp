@@ -1,117 +1,95 @@
-// The sequential part of the LSTM / GRU / Elman RNN forward and backward passes on CPU.
+// The sequential part of training an LSTM / GRU / Elman RNN layer on CPU.
 //
-// Everything that does not depend on the previous time step (input projections, weight and input
-// gradients) is batched into large matrix products in Python (rnnkit/models/compiled.py). What is
-// left is a loop over time with one small matrix product per step; in Python each step also pays
-// about ten dispatches of small element-wise ops, which costs more than the product itself. Here
-// each step is one product plus one fused, vectorised element-wise pass over the batch.
+// Everything that does not depend on the previous time step (the input projection of all steps,
+// the weight and input gradients) is a few large matrix products in Python
+// (rnnkit/models/compiled.py). What is left is a loop over time with one small matrix product per
+// step. In Python each step also pays about ten dispatches of small element-wise ops, more than the
+// product itself costs; here each step is one product plus one fused, vectorised pass. The passes
+// also do the work that would otherwise be extra sweeps over (time, batch, gates) buffers in memory
+// (adding biases, converting dtypes, summing bias gradients): on a small CPU such sweeps cost about
+// as much as the arithmetic.
 //
-// Layout: time-major, contiguous float32 buffers: (T, B, k*H) gate buffers, (T + 1, B, H) states
-// with row 0 the zero initial state. The recurrent weight may be float32 or bfloat16: it sets the
-// dtype of the per-step product (bfloat16 on CPUs with native support, for mixed precision); states,
-// gates and gradients stay float32.
+// Layout: time-major and contiguous; states are (T + 1, B, H) with row 0 the zero initial state.
+// `Low` is the dtype of the matrix products: float, or at::BFloat16 for mixed precision (on CPUs
+// with native bfloat16 those products are several times faster). Gates, states, the cell and the
+// returned bias gradients are always float32; the left operands of the products (and of the weight
+// gradients computed in Python) are kept in `Low`.
 
 #include <torch/extension.h>
 
-#include <ATen/Parallel.h>
-
 #include <cmath>
+#include <vector>
 
 namespace {
 
+// (T + 1, B, H) states whose row 0, the initial state, is zero; the loop writes the other rows.
+at::Tensor states(int64_t steps, int64_t batch, int64_t hidden, const at::TensorOptions& options) {
+  auto tensor = at::empty({steps + 1, batch, hidden}, options);
+  tensor[0].zero_();
+  return tensor;
+}
+
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float to_float(float x) { return x; }
+inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
+template <typename Low>
+inline Low from_float(float x) { return static_cast<Low>(x); }
 
-constexpr int64_t kRowsPerTask = 8;  // batch rows per parallel task
+void check(const at::Tensor& tensor, at::ScalarType dtype, const char* name) {
+  TORCH_CHECK(tensor.is_contiguous() && tensor.scalar_type() == dtype, name, " must be a contiguous ",
+              c10::toString(dtype), " tensor");
+}
 
-// The per-step recurrent product `lhs @ rhs` in the weight's dtype, read back as float32.
-// `lhs_low` mirrors the float32 left operand in the low-precision dtype when the weight is one.
-class StepProduct {
- public:
-  StepProduct(const at::Tensor& rhs, int64_t batch)
-      : rhs_(rhs),
-        inner_(rhs.size(0)),
-        width_(rhs.size(1)),
-        out_(at::empty({batch, width_}, rhs.options())),
-        lhs_low_(rhs.scalar_type() != at::kFloat ? at::empty({batch, inner_}, rhs.options()) : at::Tensor()) {
-    TORCH_CHECK(rhs.is_contiguous() && (rhs.scalar_type() == at::kFloat || rhs.scalar_type() == at::kBFloat16),
-                "the recurrent weight must be a contiguous float32 or bfloat16 matrix");
-    if (lhs_low_.defined()) {
-      out_low_ = out_.data_ptr<at::BFloat16>();
-      lhs_low_ptr_ = lhs_low_.data_ptr<at::BFloat16>();
-    } else {
-      out_float_ = out_.data_ptr<float>();
-    }
+// One step's recurrent product: out = lhs @ rhs, all in `Low`; `rhs` is (K, N).
+template <typename Low>
+struct StepProduct {
+  const at::Tensor& rhs;
+  at::Tensor out;
+  StepProduct(const at::Tensor& rhs_, int64_t batch) : rhs(rhs_), out(at::empty({batch, rhs_.size(1)}, rhs_.options())) {}
+  const Low* run(const at::Tensor& lhs) {
+    at::mm_out(out, lhs, rhs);
+    return out.data_ptr<Low>();
   }
-
-  // Computes lhs @ rhs; `lhs` is the float32 operand, replaced by its mirror for a bfloat16 weight.
-  void run(const at::Tensor& lhs) { at::mm_out(out_, lhs_low_.defined() ? lhs_low_ : lhs, rhs_); }
-
-  // out[:] += product[row, :], for a float32 row of the product's width.
-  void add_row_to(int64_t row, float* out) const {
-    if (out_low_ != nullptr) {
-      const at::BFloat16* p = out_low_ + row * width_;
-      for (int64_t j = 0; j < width_; ++j) out[j] += static_cast<float>(p[j]);
-    } else {
-      const float* p = out_float_ + row * width_;
-#pragma omp simd
-      for (int64_t j = 0; j < width_; ++j) out[j] += p[j];
-    }
-  }
-
-  // Row `row` of the next left operand, given in float32; mirrored only for a bfloat16 weight.
-  void mirror_row(int64_t row, const float* values) {
-    if (lhs_low_ptr_ == nullptr) return;
-    at::BFloat16* dst = lhs_low_ptr_ + row * inner_;
-    for (int64_t j = 0; j < inner_; ++j) dst[j] = at::BFloat16(values[j]);
-  }
-
- private:
-  at::Tensor rhs_;
-  int64_t inner_, width_;
-  at::Tensor out_;
-  at::Tensor lhs_low_;
-  float* out_float_ = nullptr;
-  at::BFloat16* out_low_ = nullptr;
-  at::BFloat16* lhs_low_ptr_ = nullptr;
 };
 
-void check_gates(const at::Tensor& gates, int64_t num_gates) {
-  TORCH_CHECK(gates.dim() == 3 && gates.is_contiguous() && gates.scalar_type() == at::kFloat,
-              "gates must be a contiguous float32 (time, batch, ", num_gates, " * hidden) tensor");
-  TORCH_CHECK(gates.size(2) % num_gates == 0, "gate width is not a multiple of ", num_gates);
-}
+// ----------------------------------------------------------------------------------------- LSTM
 
-template <typename Body>
-void for_rows(int64_t batch, const Body& body) {
-  at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) body(b);
-  });
-}
-
-}  // namespace
-
-// LSTM (gates i, f, g, o). `gates`: input pre-activations x W_ih^T + b_ih + b_hh, overwritten with
-// the activated gates. `w_hh_t`: W_hh^T, (H, 4H). Returns h (T+1, B, H), c (T+1, B, H), tanh(c) (T, B, H).
-std::vector<at::Tensor> lstm_forward(at::Tensor gates, const at::Tensor& w_hh_t) {
-  check_gates(gates, 4);
-  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4;
-  auto h = at::zeros({T + 1, B, H}, gates.options());
-  auto c = at::zeros({T + 1, B, H}, gates.options());
-  auto tanh_c = at::empty({T, B, H}, gates.options());
-  StepProduct product(w_hh_t, B);
+// proj: x W_ih^T (T, B, 4H) in Low; bias: b_ih + b_hh (4H) float; w_hh_t: W_hh^T (H, 4H) in Low.
+// Returns the activated gates i, f, g, o (T, B, 4H), h (T+1, B, H), c (T+1, B, H), all float, and
+// h in Low (T+1, B, H).
+template <typename Low>
+std::vector<at::Tensor> lstm_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t) {
+  const int64_t T = proj.size(0), B = proj.size(1), H = proj.size(2) / 4;
+  auto f32 = proj.options().dtype(at::kFloat);
+  auto gates = at::empty({T, B, 4 * H}, f32);
+  auto h = states(T, B, H, f32);
+  auto c = states(T, B, H, f32);
+  auto h_low = states(T, B, H, proj.options());
+  StepProduct<Low> product(w_hh_t, B);
+  const Low* P = proj.data_ptr<Low>();
+  const float* bias_ = bias.data_ptr<float>();
   float* G = gates.data_ptr<float>();
   float* Hs = h.data_ptr<float>();
   float* Cs = c.data_ptr<float>();
-  float* TC = tanh_c.data_ptr<float>();
+  Low* HL = h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    if (t > 0) product.run(h[t]);
-    for_rows(B, [&](int64_t b) {
-      float* g = G + (t * B + b) * 4 * H;
-      if (t > 0) product.add_row_to(b, g);
-      const float* c_prev = Cs + (t * B + b) * H;
-      float* c_next = Cs + ((t + 1) * B + b) * H;
-      float* h_next = Hs + ((t + 1) * B + b) * H;
-      float* tc = TC + (t * B + b) * H;
+    const Low* rec = t > 0 ? product.run(h_low[t]) : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = t * B + b;
+      const Low* p = P + row * 4 * H;
+      float* g = G + row * 4 * H;
+      if (rec != nullptr) {
+        const Low* r = rec + b * 4 * H;
+#pragma omp simd
+        for (int64_t j = 0; j < 4 * H; ++j) g[j] = to_float(p[j]) + bias_[j] + to_float(r[j]);
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < 4 * H; ++j) g[j] = to_float(p[j]) + bias_[j];
+      }
+      const float* c_prev = Cs + row * H;
+      float* c_next = Cs + (row + B) * H;
+      float* h_next = Hs + (row + B) * H;
+      Low* h_next_low = HL + (row + B) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float i = sigmoid(g[j]), f = sigmoid(g[H + j]);
@@ -121,211 +99,307 @@ std::vector<at::Tensor> lstm_forward(at::Tensor gates, const at::Tensor& w_hh_t)
         g[2 * H + j] = n;
         g[3 * H + j] = o;
         const float cell = f * c_prev[j] + i * n;
-        const float th = std::tanh(cell);
         c_next[j] = cell;
-        tc[j] = th;
-        h_next[j] = o * th;
+        h_next[j] = o * std::tanh(cell);
+        h_next_low[j] = from_float<Low>(h_next[j]);
       }
-      product.mirror_row(b, h_next);
-    });
+    }
   }
-  return {h, c, tanh_c};
+  return {gates, h, c, h_low};
 }
 
-// Gradients w.r.t. the LSTM gate pre-activations, (T, B, 4H), from `grad_out` (T, B, H), the
-// buffers of lstm_forward and `w_hh` (4H, H).
-at::Tensor lstm_backward(const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& c,
-                         const at::Tensor& tanh_c, const at::Tensor& w_hh) {
-  check_gates(gates, 4);
+// grad_out: (T, B, H) float; w_hh: (4H, H) in Low. Returns the gradients w.r.t. the gate
+// pre-activations (T, B, 4H) in Low and their sum over steps and batch (4H) float, the bias gradient.
+template <typename Low>
+std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& c,
+                                      const at::Tensor& w_hh) {
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4;
-  auto dpre = at::empty_like(gates);
-  auto dh = at::empty({B, H}, gates.options());
-  auto dc_carry = at::zeros({B, H}, gates.options());  // dc of step t+1 times f of step t+1
-  StepProduct product(w_hh, B);
+  auto f32 = gates.options();
+  auto dpre = at::empty({T, B, 4 * H}, w_hh.options());
+  auto bias_grad = at::zeros({4 * H}, f32);
+  auto dh = at::empty({H}, f32);
+  auto dc_carry = at::zeros({B, H}, f32);  // dc of step t+1 times f of step t+1
+  StepProduct<Low> product(w_hh, B);
   const float* GO = grad_out.data_ptr<float>();
   const float* G = gates.data_ptr<float>();
   const float* Cs = c.data_ptr<float>();
-  const float* TC = tanh_c.data_ptr<float>();
-  float* D = dpre.data_ptr<float>();
-  float* DH = dh.data_ptr<float>();
+  Low* D = dpre.data_ptr<Low>();
+  float* DB = bias_grad.data_ptr<float>();
+  float* dh_ = dh.data_ptr<float>();
   float* DC = dc_carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    if (t < T - 1) product.run(dpre[t + 1]);
-    for_rows(B, [&](int64_t b) {
-      float* dhb = DH + b * H;
-      std::copy_n(GO + (t * B + b) * H, H, dhb);
-      if (t < T - 1) product.add_row_to(b, dhb);
-      const float* g = G + (t * B + b) * 4 * H;
-      const float* c_prev = Cs + (t * B + b) * H;
-      const float* tc = TC + (t * B + b) * H;
-      float* d = D + (t * B + b) * 4 * H;
+    const Low* rec = t < T - 1 ? product.run(dpre[t + 1]) : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = t * B + b;
+      const float* go = GO + row * H;
+      if (rec != nullptr) {
+        const Low* r = rec + b * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) dh_[j] = go[j] + to_float(r[j]);
+      } else {
+        std::copy_n(go, H, dh_);
+      }
+      const float* g = G + row * 4 * H;
+      const float* c_prev = Cs + row * H;
+      const float* c_next = Cs + (row + B) * H;
+      Low* d = D + row * 4 * H;
       float* dcb = DC + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const float i = g[j], f = g[H + j], n = g[2 * H + j], o = g[3 * H + j], th = tc[j];
-        const float dcell = dcb[j] + dhb[j] * o * (1.0f - th * th);
-        d[j] = dcell * n * i * (1.0f - i);
-        d[H + j] = dcell * c_prev[j] * f * (1.0f - f);
-        d[2 * H + j] = dcell * i * (1.0f - n * n);
-        d[3 * H + j] = dhb[j] * th * o * (1.0f - o);
+        const float i = g[j], f = g[H + j], n = g[2 * H + j], o = g[3 * H + j];
+        const float th = std::tanh(c_next[j]);
+        const float dcell = dcb[j] + dh_[j] * o * (1.0f - th * th);
+        const float di = dcell * n * i * (1.0f - i);
+        const float df = dcell * c_prev[j] * f * (1.0f - f);
+        const float dn = dcell * i * (1.0f - n * n);
+        const float d_o = dh_[j] * th * o * (1.0f - o);
+        d[j] = from_float<Low>(di);
+        d[H + j] = from_float<Low>(df);
+        d[2 * H + j] = from_float<Low>(dn);
+        d[3 * H + j] = from_float<Low>(d_o);
+        DB[j] += di;
+        DB[H + j] += df;
+        DB[2 * H + j] += dn;
+        DB[3 * H + j] += d_o;
         dcb[j] = dcell * f;
       }
-      product.mirror_row(b, d);
-    });
+    }
   }
-  return dpre;
+  return {dpre, bias_grad};
 }
 
-// GRU (gates r, z, n; n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). `gates`: x W_ih^T + b_ih with
-// b_hr, b_hz added, overwritten with r, z, n. `w_hh_t`: W_hh^T (H, 3H); `b_hn`: (H). Returns
-// h (T+1, B, H) and the kept h W_hn^T + b_hn (T, B, H).
-std::vector<at::Tensor> gru_forward(at::Tensor gates, const at::Tensor& w_hh_t, const at::Tensor& b_hn) {
-  check_gates(gates, 3);
-  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
-  auto h = at::zeros({T + 1, B, H}, gates.options());
-  auto hn = at::empty({T, B, H}, gates.options());
-  auto rec = at::empty({B, 3 * H}, gates.options());  // h W_hh^T of the current step
-  StepProduct product(w_hh_t, B);
+// ------------------------------------------------------------------------------------------ GRU
+
+// proj: x W_ih^T (T, B, 3H) in Low; bias: b_ih + (b_hr, b_hz, 0) (3H) float; b_hn: (H) float;
+// w_hh_t: W_hh^T (H, 3H) in Low (n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). Returns r, z, n
+// (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, and h in Low.
+template <typename Low>
+std::vector<at::Tensor> gru_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& b_hn,
+                                    const at::Tensor& w_hh_t) {
+  const int64_t T = proj.size(0), B = proj.size(1), H = proj.size(2) / 3;
+  auto f32 = proj.options().dtype(at::kFloat);
+  auto gates = at::empty({T, B, 3 * H}, f32);
+  auto h = states(T, B, H, f32);
+  auto hn = at::empty({T, B, H}, f32);
+  auto h_low = states(T, B, H, proj.options());
+  StepProduct<Low> product(w_hh_t, B);
+  const Low* P = proj.data_ptr<Low>();
+  const float* bias_ = bias.data_ptr<float>();
+  const float* BN = b_hn.data_ptr<float>();
   float* G = gates.data_ptr<float>();
   float* Hs = h.data_ptr<float>();
   float* HN = hn.data_ptr<float>();
-  float* R = rec.data_ptr<float>();
-  const float* BN = b_hn.data_ptr<float>();
+  Low* HL = h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    if (t > 0) product.run(h[t]);
-    for_rows(B, [&](int64_t b) {
-      float* r_row = R + b * 3 * H;
-      std::fill_n(r_row, 3 * H, 0.0f);
-      if (t > 0) product.add_row_to(b, r_row);
-      float* g = G + (t * B + b) * 3 * H;
-      const float* h_prev = Hs + (t * B + b) * H;
-      float* h_next = Hs + ((t + 1) * B + b) * H;
-      float* hn_t = HN + (t * B + b) * H;
+    const Low* rec = t > 0 ? product.run(h_low[t]) : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = t * B + b;
+      const Low* p = P + row * 3 * H;
+      const Low* r = rec != nullptr ? rec + b * 3 * H : nullptr;
+      float* g = G + row * 3 * H;
+      const float* h_prev = Hs + row * H;
+      float* h_next = Hs + (row + B) * H;
+      float* hn_t = HN + row * H;
+      Low* h_next_low = HL + (row + B) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const float r = sigmoid(g[j] + r_row[j]);
-        const float z = sigmoid(g[H + j] + r_row[H + j]);
-        const float hidden_n = r_row[2 * H + j] + BN[j];
-        const float n = std::tanh(g[2 * H + j] + r * hidden_n);
-        g[j] = r;
-        g[H + j] = z;
+        const float rec_r = r != nullptr ? to_float(r[j]) : 0.0f;
+        const float rec_z = r != nullptr ? to_float(r[H + j]) : 0.0f;
+        const float rec_n = r != nullptr ? to_float(r[2 * H + j]) : 0.0f;
+        const float reset = sigmoid(to_float(p[j]) + bias_[j] + rec_r);
+        const float update = sigmoid(to_float(p[H + j]) + bias_[H + j] + rec_z);
+        const float hidden_n = rec_n + BN[j];
+        const float n = std::tanh(to_float(p[2 * H + j]) + bias_[2 * H + j] + reset * hidden_n);
+        g[j] = reset;
+        g[H + j] = update;
         g[2 * H + j] = n;
         hn_t[j] = hidden_n;
-        h_next[j] = n + z * (h_prev[j] - n);
+        h_next[j] = n + update * (h_prev[j] - n);
+        h_next_low[j] = from_float<Low>(h_next[j]);
       }
-      product.mirror_row(b, h_next);
-    });
+    }
   }
-  return {h, hn};
+  return {gates, h, hn, h_low};
 }
 
-// GRU gradients: returns (d(h W_hh^T + b_hh), (T, B, 3H); d(pre-activation of n), (T, B, H)).
-std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& gates,
-                                     const at::Tensor& hn, const at::Tensor& h, const at::Tensor& w_hh) {
-  check_gates(gates, 3);
+// Returns, in Low, the gradients w.r.t. h W_hh^T + b_hh and w.r.t. x W_ih^T + b_ih (T, B, 3H), and
+// their float sums over steps and batch (3H each): the gradients of b_hh and b_ih.
+template <typename Low>
+std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& hn,
+                                     const at::Tensor& h, const at::Tensor& w_hh) {
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
-  auto dh_proj = at::empty_like(gates);
-  auto dpre_n = at::empty({T, B, H}, gates.options());
-  auto dh = at::empty({B, H}, gates.options());
-  auto carry = at::zeros({B, H}, gates.options());  // dh of step t+1 times z of step t+1
-  StepProduct product(w_hh, B);
+  auto f32 = gates.options();
+  auto d_hidden = at::empty({T, B, 3 * H}, w_hh.options());
+  auto d_input = at::empty({T, B, 3 * H}, w_hh.options());
+  auto b_hh_grad = at::zeros({3 * H}, f32);
+  auto b_ih_grad = at::zeros({3 * H}, f32);
+  auto carry = at::zeros({B, H}, f32);  // dh of step t+1 times z of step t+1
+  StepProduct<Low> product(w_hh, B);
   const float* GO = grad_out.data_ptr<float>();
   const float* G = gates.data_ptr<float>();
   const float* HN = hn.data_ptr<float>();
   const float* Hs = h.data_ptr<float>();
-  float* DP = dh_proj.data_ptr<float>();
-  float* DN = dpre_n.data_ptr<float>();
-  float* DH = dh.data_ptr<float>();
+  Low* DH = d_hidden.data_ptr<Low>();
+  Low* DI = d_input.data_ptr<Low>();
+  float* BH = b_hh_grad.data_ptr<float>();
+  float* BI = b_ih_grad.data_ptr<float>();
   float* CA = carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    if (t < T - 1) product.run(dh_proj[t + 1]);
-    for_rows(B, [&](int64_t b) {
-      float* dhb = DH + b * H;
-      const float* go = GO + (t * B + b) * H;
+    const Low* rec = t < T - 1 ? product.run(d_hidden[t + 1]) : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = t * B + b;
+      const float* go = GO + row * H;
+      const Low* r = rec != nullptr ? rec + b * H : nullptr;
+      const float* g = G + row * 3 * H;
+      const float* hn_t = HN + row * H;
+      const float* h_prev = Hs + row * H;
+      Low* dh_row = DH + row * 3 * H;
+      Low* di_row = DI + row * 3 * H;
       float* cb = CA + b * H;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) dhb[j] = go[j] + cb[j];
-      if (t < T - 1) product.add_row_to(b, dhb);
-      const float* g = G + (t * B + b) * 3 * H;
-      const float* hn_t = HN + (t * B + b) * H;
-      const float* h_prev = Hs + (t * B + b) * H;
-      float* dp = DP + (t * B + b) * 3 * H;
-      float* dn_out = DN + (t * B + b) * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const float dh = go[j] + cb[j] + (r != nullptr ? to_float(r[j]) : 0.0f);
+        const float reset = g[j], update = g[H + j], n = g[2 * H + j];
+        const float dn = dh * (1.0f - update) * (1.0f - n * n);
+        const float dr = dn * hn_t[j] * reset * (1.0f - reset);
+        const float dz = dh * (h_prev[j] - n) * update * (1.0f - update);
+        const float dhn = dn * reset;
+        dh_row[j] = di_row[j] = from_float<Low>(dr);
+        dh_row[H + j] = di_row[H + j] = from_float<Low>(dz);
+        dh_row[2 * H + j] = from_float<Low>(dhn);
+        di_row[2 * H + j] = from_float<Low>(dn);
+        BH[j] += dr;
+        BH[H + j] += dz;
+        BH[2 * H + j] += dhn;
+        BI[2 * H + j] += dn;
+        cb[j] = dh * update;
+      }
+    }
+  }
+  // b_ih's r and z gradients are b_hh's: both are added to the same pre-activations.
+  b_ih_grad.narrow(0, 0, 2 * H).copy_(b_hh_grad.narrow(0, 0, 2 * H));
+  return {d_hidden, d_input, b_hh_grad, b_ih_grad};
+}
+
+// ------------------------------------------------------------------------------------ Elman RNN
+
+// proj: x W_ih^T (T, B, H) in Low; bias: b_ih + b_hh (H) float; w_hh_t: W_hh^T (H, H) in Low.
+// Returns h (T+1, B, H) float and in Low.
+template <typename Low>
+std::vector<at::Tensor> rnn_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t,
+                                    bool relu) {
+  const int64_t T = proj.size(0), B = proj.size(1), H = proj.size(2);
+  auto h = states(T, B, H, proj.options().dtype(at::kFloat));
+  auto h_low = states(T, B, H, proj.options());
+  StepProduct<Low> product(w_hh_t, B);
+  const Low* P = proj.data_ptr<Low>();
+  const float* bias_ = bias.data_ptr<float>();
+  float* Hs = h.data_ptr<float>();
+  Low* HL = h_low.data_ptr<Low>();
+  for (int64_t t = 0; t < T; ++t) {
+    const Low* rec = t > 0 ? product.run(h_low[t]) : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = t * B + b;
+      const Low* p = P + row * H;
+      const Low* r = rec != nullptr ? rec + b * H : nullptr;
+      float* s = Hs + (row + B) * H;
+      Low* s_low = HL + (row + B) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const float r = g[j], z = g[H + j], n = g[2 * H + j], dhv = dhb[j];
-        const float dn = dhv * (1.0f - z) * (1.0f - n * n);
-        dn_out[j] = dn;
-        dp[j] = dn * hn_t[j] * r * (1.0f - r);
-        dp[H + j] = dhv * (h_prev[j] - n) * z * (1.0f - z);
-        dp[2 * H + j] = dn * r;
-        cb[j] = dhv * z;
+        const float pre = to_float(p[j]) + bias_[j] + (r != nullptr ? to_float(r[j]) : 0.0f);
+        s[j] = relu ? (pre > 0.0f ? pre : 0.0f) : std::tanh(pre);
+        s_low[j] = from_float<Low>(s[j]);
       }
-      product.mirror_row(b, dp);
-    });
+    }
   }
-  return {dh_proj, dpre_n};
+  return {h, h_low};
 }
 
-// Elman RNN. `states`: input pre-activations x W_ih^T + b_ih + b_hh (T, B, H), overwritten with the
-// hidden states h_1..h_T. `w_hh_t`: W_hh^T (H, H).
-void rnn_forward(at::Tensor states, const at::Tensor& w_hh_t, bool relu) {
-  check_gates(states, 1);
-  const int64_t T = states.size(0), B = states.size(1), H = states.size(2);
-  StepProduct product(w_hh_t, B);
-  float* S = states.data_ptr<float>();
-  for (int64_t t = 0; t < T; ++t) {
-    if (t > 0) product.run(states[t - 1]);
-    for_rows(B, [&](int64_t b) {
-      float* s = S + (t * B + b) * H;
-      if (t > 0) product.add_row_to(b, s);
-      if (relu) {
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) s[j] = s[j] > 0.0f ? s[j] : 0.0f;
-      } else {
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) s[j] = std::tanh(s[j]);
-      }
-      product.mirror_row(b, s);
-    });
-  }
-}
-
-// Gradients w.r.t. the Elman RNN pre-activations, (T, B, H).
-at::Tensor rnn_backward(const at::Tensor& grad_out, const at::Tensor& states, const at::Tensor& w_hh,
-                        bool relu) {
-  check_gates(states, 1);
-  const int64_t T = states.size(0), B = states.size(1), H = states.size(2);
-  auto dpre = at::empty_like(states);
-  StepProduct product(w_hh, B);
+// Returns the gradients w.r.t. the pre-activations (T, B, H) in Low and their float sum (H).
+template <typename Low>
+std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w_hh,
+                                     bool relu) {
+  const int64_t T = h.size(0) - 1, B = h.size(1), H = h.size(2);
+  auto dpre = at::empty({T, B, H}, w_hh.options());
+  auto bias_grad = at::zeros({H}, h.options());
+  StepProduct<Low> product(w_hh, B);
   const float* GO = grad_out.data_ptr<float>();
-  const float* S = states.data_ptr<float>();
-  float* D = dpre.data_ptr<float>();
+  const float* Hs = h.data_ptr<float>();
+  Low* D = dpre.data_ptr<Low>();
+  float* DB = bias_grad.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    if (t < T - 1) product.run(dpre[t + 1]);
-    for_rows(B, [&](int64_t b) {
-      float* d = D + (t * B + b) * H;
-      std::copy_n(GO + (t * B + b) * H, H, d);
-      if (t < T - 1) product.add_row_to(b, d);
-      const float* s = S + (t * B + b) * H;
-      if (relu) {
+    const Low* rec = t < T - 1 ? product.run(dpre[t + 1]) : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t row = t * B + b;
+      const float* go = GO + row * H;
+      const Low* r = rec != nullptr ? rec + b * H : nullptr;
+      const float* s = Hs + (row + B) * H;
+      Low* d = D + row * H;
 #pragma omp simd
-        for (int64_t j = 0; j < H; ++j) d[j] = s[j] > 0.0f ? d[j] : 0.0f;
-      } else {
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) d[j] *= 1.0f - s[j] * s[j];
+      for (int64_t j = 0; j < H; ++j) {
+        const float dh = go[j] + (r != nullptr ? to_float(r[j]) : 0.0f);
+        const float slope = relu ? (s[j] > 0.0f ? 1.0f : 0.0f) : 1.0f - s[j] * s[j];
+        const float dp = dh * slope;
+        d[j] = from_float<Low>(dp);
+        DB[j] += dp;
       }
-      product.mirror_row(b, d);
-    });
+    }
   }
-  return dpre;
+  return {dpre, bias_grad};
 }
+
+// ------------------------------------------------------------------------------------ dispatch
+
+// The product dtype is the dtype of `low` (the projection forwards, the recurrent weight backwards).
+template <typename Fn>
+auto by_product_dtype(const at::Tensor& low, Fn&& fn) {
+  TORCH_CHECK(low.scalar_type() == at::kFloat || low.scalar_type() == at::kBFloat16,
+              "matrix products run in float32 or bfloat16, not ", c10::toString(low.scalar_type()));
+  if (low.scalar_type() == at::kBFloat16) return fn(at::BFloat16{});
+  return fn(float{});
+}
+
+void check_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t, int64_t gates) {
+  TORCH_CHECK(proj.dim() == 3 && proj.size(2) % gates == 0, "proj must be (time, batch, ", gates, " * hidden)");
+  check(proj, proj.scalar_type(), "proj");
+  check(bias, at::kFloat, "bias");
+  check(w_hh_t, proj.scalar_type(), "the recurrent weight");
+}
+
+void check_backward(const at::Tensor& grad_out, const at::Tensor& w_hh) {
+  check(grad_out, at::kFloat, "grad_out");
+  check(w_hh, w_hh.scalar_type(), "the recurrent weight");
+}
+
+}  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", &lstm_forward);
-  m.def("lstm_backward", &lstm_backward);
-  m.def("gru_forward", &gru_forward);
-  m.def("gru_backward", &gru_backward);
-  m.def("rnn_forward", &rnn_forward);
-  m.def("rnn_backward", &rnn_backward);
+  m.def("lstm_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t) {
+    check_forward(proj, bias, w_hh_t, 4);
+    return by_product_dtype(proj, [&](auto low) { return lstm_forward<decltype(low)>(proj, bias, w_hh_t); });
+  });
+  m.def("lstm_backward", [](const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& c,
+                            const at::Tensor& w_hh) {
+    check_backward(grad_out, w_hh);
+    return by_product_dtype(w_hh, [&](auto low) { return lstm_backward<decltype(low)>(grad_out, gates, c, w_hh); });
+  });
+  m.def("gru_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& b_hn,
+                          const at::Tensor& w_hh_t) {
+    check_forward(proj, bias, w_hh_t, 3);
+    check(b_hn, at::kFloat, "b_hn");
+    return by_product_dtype(proj, [&](auto low) { return gru_forward<decltype(low)>(proj, bias, b_hn, w_hh_t); });
+  });
+  m.def("gru_backward", [](const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& hn,
+                           const at::Tensor& h, const at::Tensor& w_hh) {
+    check_backward(grad_out, w_hh);
+    return by_product_dtype(w_hh, [&](auto low) { return gru_backward<decltype(low)>(grad_out, gates, hn, h, w_hh); });
+  });
+  m.def("rnn_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t, bool relu) {
+    check_forward(proj, bias, w_hh_t, 1);
+    return by_product_dtype(proj, [&](auto low) { return rnn_forward<decltype(low)>(proj, bias, w_hh_t, relu); });
+  });
+  m.def("rnn_backward", [](const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w_hh, bool relu) {
+    check_backward(grad_out, w_hh);
+    return by_product_dtype(w_hh, [&](auto low) { return rnn_backward<decltype(low)>(grad_out, h, w_hh, relu); });
+  });
 }
