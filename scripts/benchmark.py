@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,7 +70,50 @@ class Result:
     infer_docs_per_s: float | None = None
     train_speedup: float | None = None
     infer_speedup: float | None = None
+    gpu_utilisation: float | None = None  # mean % while training, CUDA only
     note: str = ""
+
+
+@dataclass
+class Timing:
+    """Seconds over the timed training batches and over the inference documents."""
+
+    train_s: float
+    infer_s: float
+    gpu_utilisation: float | None = None
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation (%, from NVML via ``torch.cuda.utilization``) while the block runs.
+
+    Sampled every ``interval`` seconds on a background thread; ``mean`` is None without samples
+    (a block shorter than one interval, or no NVML: ``pip install nvidia-ml-py``).
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.05) -> None:
+        self.device, self.interval = device, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append(float(torch.cuda.utilization(self.device)))
+            except Exception:  # no NVML (pynvml) or no permission: report nothing rather than fail
+                return
+
+    def __enter__(self) -> GpuUtilisation:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
 
 
 @dataclass
@@ -186,8 +230,8 @@ def measure_torch(
     *,
     rnnkit: bool,
     amp: bool,
-) -> tuple[float, float]:
-    """(train seconds over the timed batches, inference seconds over ``infer_docs``)."""
+) -> Timing:
+    """Train seconds over the timed batches (and GPU utilisation), inference seconds over ``infer_docs``."""
     torch.manual_seed(args.seed)
     if rnnkit:  # the trainer's optimiser: the same Adam update, fused into one kernel
         optimizer = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3), model)
@@ -215,7 +259,13 @@ def measure_torch(
         return step
 
     model.train()
-    train_s = timed(device, [train_step(b) for b in work.train_batches], args.warmup)
+    steps = [train_step(b) for b in work.train_batches]
+    if device.type == "cuda":
+        with GpuUtilisation(device) as utilisation:
+            train_s = timed(device, steps, args.warmup)
+        gpu_utilisation = utilisation.mean
+    else:
+        train_s, gpu_utilisation = timed(device, steps, args.warmup), None
 
     eval_batch = args.eval_batch_size if rnnkit else args.batch_size
     chunks = [work.infer_docs[i : i + eval_batch] for i in range(0, len(work.infer_docs), eval_batch)]
@@ -237,7 +287,7 @@ def measure_torch(
     model.eval()
     steps = [infer_step(c) for c in chunks]
     infer_s = timed(device, [steps[-1], *steps], 1)
-    return train_s, infer_s
+    return Timing(train_s, infer_s, gpu_utilisation)
 
 
 def build_rnnkit(
@@ -254,9 +304,7 @@ def build_rnnkit(
     )
 
 
-def measure_keras(
-    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace
-) -> tuple[float, float]:
+def measure_keras(cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace) -> Timing:
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -281,25 +329,25 @@ def measure_keras(
     infer_s = timed(
         torch.device("cpu"), [lambda x=x: model.predict_on_batch(x) for x in [inputs[-1], *inputs]], 1
     )
-    return train_s, infer_s
+    return Timing(train_s, infer_s)
 
 
 # ------------------------------------------------------------------------------------------- runs
 
 
 def make_result(
-    cell: str, bidirectional: bool, variant: str, work: Workload, seconds: tuple[float, float], timed: int
+    cell: str, bidirectional: bool, variant: str, work: Workload, timing: Timing, timed: int
 ) -> Result:
-    """Throughputs from (train seconds over ``timed`` batches, inference seconds over ``infer_docs``)."""
-    train_s, infer_s = seconds
-    epoch_s = train_s / timed * work.epoch_batches
+    """Throughputs from the seconds of ``timed`` training batches and of the inference documents."""
+    epoch_s = timing.train_s / timed * work.epoch_batches
     return Result(
         cell,
         "bi" if bidirectional else "uni",
         variant,
         train_tokens_per_s=work.epoch_tokens / epoch_s,
         train_s_per_epoch=epoch_s,
-        infer_docs_per_s=len(work.infer_docs) / infer_s,
+        infer_docs_per_s=len(work.infer_docs) / timing.infer_s,
+        gpu_utilisation=timing.gpu_utilisation,
     )
 
 
@@ -310,18 +358,18 @@ def run_baselines(
     torch.set_flush_denormal(False)
     torch.manual_seed(args.seed)
     model = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
-    seconds = measure_torch(work, args, device, model, rnnkit=False, amp=False)
-    results = [make_result(cell, bidirectional, "tutorial", work, seconds, args.batches)]
+    timing = measure_torch(work, args, device, model, rnnkit=False, amp=False)
+    results = [make_result(cell, bidirectional, "tutorial", work, timing, args.batches)]
     progress(results[-1])
     if args.no_keras or device.type != "cpu":
         return results
     try:
-        seconds = measure_keras(cell, bidirectional, work, args)
+        timing = measure_keras(cell, bidirectional, work, args)
     except ImportError:
         note = "keras not installed (pip install keras)"
         results.append(Result(cell, results[0].direction, "keras", note=note))
         return results
-    results.append(make_result(cell, bidirectional, "keras", work, seconds, args.keras_batches))
+    results.append(make_result(cell, bidirectional, "keras", work, timing, args.keras_batches))
     results[-1].note = keras_note()
     progress(results[-1])
     return results
@@ -347,8 +395,8 @@ def run_rnnkit(
     results = []
     for variant, model, mixed in variants:
         rnnkit = variant != "tutorial+runtime"
-        seconds = measure_torch(work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed)
-        results.append(make_result(cell, bidirectional, variant, work, seconds, args.batches))
+        timing = measure_torch(work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed)
+        results.append(make_result(cell, bidirectional, variant, work, timing, args.batches))
         progress(results[-1])
     return results
 
@@ -421,10 +469,13 @@ def markdown(results: list[Result], env: dict[str, object]) -> str:
         if r.train_tokens_per_s is None:
             lines.append(f"| {r.cell} | {r.direction} | {r.variant} | - | - | - | - | - | {r.note} |")
             continue
+        note = r.note
+        if r.gpu_utilisation is not None:
+            note = f"GPU {r.gpu_utilisation:.0f}% busy while training" + (f"; {note}" if note else "")
         lines.append(
             f"| {r.cell} | {r.direction} | {r.variant} | {r.train_tokens_per_s:,.0f} "
             f"| {r.train_s_per_epoch:,.1f} "
-            f"| {r.train_speedup:.2f}x | {r.infer_docs_per_s:,.1f} | {r.infer_speedup:.2f}x | {r.note} |"
+            f"| {r.train_speedup:.2f}x | {r.infer_docs_per_s:,.1f} | {r.infer_speedup:.2f}x | {note} |"
         )
     return "\n".join(lines)
 

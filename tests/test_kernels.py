@@ -171,6 +171,8 @@ def test_without_a_compiler_auto_trains_with_the_python_loop_where_it_wins(
     monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: None)
     torch.set_flush_denormal(flush)
     assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the Python loop is full precision only
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
 
 
 def test_auto_kernel_runs_what_it_chooses(monkeypatch):

@@ -12,7 +12,14 @@ import torch
 from rnnkit.config import TrainConfig
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.models.kernels import denormals_flushed
-from rnnkit.runtime import configure_runtime, resolve_device, reuse_large_allocations
+from rnnkit.runtime import (
+    amp_dtype,
+    configure_runtime,
+    cpu_has_native_bfloat16,
+    resolve_device,
+    reuse_large_allocations,
+)
+from rnnkit.training.inference import autocast
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +112,32 @@ def test_large_allocations_can_be_kept_for_reuse_and_given_back():
         torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # larger than glibc's mmap threshold
     finally:
         assert reuse_large_allocations(False)  # glibc's defaults again for the other tests
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_mixed_precision_is_bfloat16_on_cpus_that_have_it_and_float16_on_cuda(monkeypatch, native):
+    monkeypatch.setattr("rnnkit.runtime.cpu_has_native_bfloat16", lambda: native)
+    assert amp_dtype(torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert amp_dtype(torch.device("cuda")) == torch.float16
+
+
+@pytest.mark.parametrize(("native", "enabled"), [(True, True), (True, False), (False, True)])
+def test_train_amp_autocasts_the_cpu_only_where_bfloat16_is_native(monkeypatch, native, enabled):
+    monkeypatch.setattr("rnnkit.runtime.cpu_has_native_bfloat16", lambda: native)
+    with autocast(torch.device("cpu"), enabled):
+        assert torch.is_autocast_enabled("cpu") is (native and enabled)
+        assert torch.nn.Linear(3, 2)(torch.randn(1, 3)).dtype == (
+            torch.bfloat16 if native and enabled else torch.float32
+        )
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open", lambda path, *a, **k: real_open(flags if path == "/proc/cpuinfo" else path, *a, **k)
+    )
+    assert cpu_has_native_bfloat16()
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_native_bfloat16()

@@ -6,8 +6,9 @@ itself; the C++ loop does one product and one fused, vectorised pass per step. E
 input projection of all steps, the weight and input gradients) is a few large matrix products here.
 
 Mixed precision: under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the matrix products run in
-bfloat16 (float32 accumulation) while states, gates, gradients and weights stay float32. On CPUs
-with native bfloat16 (AVX512-BF16, AMX) those products are several times faster than float32.
+bfloat16: their operands (inputs, hidden states, gate gradients) are rounded to bfloat16 and summed
+in float32, while the gates, the cell state, the weights and every returned gradient stay float32.
+On CPUs with native bfloat16 (AVX512-BF16, AMX) those products are 2-7x faster than in float32.
 
 The extension is compiled with the machine's C++ compiler through
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$TORCH_EXTENSIONS_DIR`` (default

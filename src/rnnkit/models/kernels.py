@@ -12,9 +12,9 @@ The last two pull the work that does not depend on the previous step out of the 
 
 * forward: the input projection ``x @ W_ih^T + b`` for all steps in one matmul; the loop only does
   ``h @ W_hh^T`` and the gate arithmetic, and keeps the activated gates;
-* backward: the loop only carries ``dh``/``dc`` back through time (one ``dgates @ W_hh`` per step,
-  with every factor that does not depend on ``dh`` precomputed for all steps at once); the weight,
-  bias and input gradients are then single large matmuls over all ``time * batch`` rows.
+* backward: the loop only carries ``dh``/``dc`` back through time (one ``dgates @ W_hh`` per step;
+  the Python loop precomputes every factor that does not depend on ``dh`` for all steps at once);
+  the weight, bias and input gradients are then single large matmuls over all ``time * batch`` rows.
 
 Which one ``kernel="auto"`` runs is decided by measurement (:func:`choose_kernel`). Inputs are
 right-padded: a state at step ``t`` depends only on steps ``<= t``, so positions before a sequence's
@@ -69,7 +69,7 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
       on long documents, so a loop is used then;
     * training ``nn.GRU`` and ``nn.RNN``: the compiled loop (GRU 68 ms against the module's 99 in
       float32, 40 against 80 under bfloat16; RNN 25 against 36, and 18 against 33); without a
-      compiler, the Python loop for ``nn.RNN`` and the module for ``nn.GRU``;
+      compiler, the Python loop for ``nn.RNN`` in full precision, else the module;
     * CUDA: the module (cuDNN).
     """
     training = torch.is_grad_enabled() and (
@@ -81,7 +81,8 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
         return "native"
     if compiled.supports(module, inputs) and compiled.extension() is not None:
         return "compiled"
-    if not isinstance(module, nn.GRU) and supports_fused(module, inputs):
+    mixed_precision = torch.is_autocast_enabled("cpu")  # the Python loop is float32/float64 only
+    if not isinstance(module, nn.GRU) and not mixed_precision and supports_fused(module, inputs):
         return "fused"
     return "native"
 

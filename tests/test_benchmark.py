@@ -1,0 +1,54 @@
+"""scripts/benchmark.py: every variant is measured and compared with the tutorial code (no timings
+are asserted: they belong to the benchmark's report, not to tests)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import benchmark
+
+
+def test_a_quick_synthetic_run_reports_every_variant_against_the_tutorial(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--cells", "rnn", "--bidirectional", "both", "--batches", "1", "--infer-batches", "1"]
+    args += ["--batch-size", "4", "--eval-batch-size", "8", "--max-length", "20", "--no-keras"]
+    assert benchmark.main([*args, "--json", str(out)]) == 0
+
+    report = json.loads(out.read_text())
+    variants = [(r["direction"], r["variant"]) for r in report["results"]]
+    expected = ["tutorial", "tutorial+runtime", "rnnkit native", "rnnkit float32"]
+    if benchmark.amp_dtype(torch.device("cpu")) is not None:
+        expected.append("rnnkit")  # bfloat16 mixed precision, only where the CPU has it
+    assert variants == [(d, v) for d in ("uni", "bi") for v in expected]
+    for row in report["results"]:
+        assert row["train_tokens_per_s"] > 0 and row["infer_docs_per_s"] > 0
+        if row["variant"] == "tutorial":
+            assert row["train_speedup"] == row["infer_speedup"] == 1.0
+    assert report["environment"]["cpu_cores"] >= 1 and report["environment"]["torch"] == torch.__version__
+    assert "| rnn | bi | rnnkit float32 |" in capsys.readouterr().out
+
+
+def test_gpu_utilisation_is_the_mean_of_the_samples_taken_while_training(monkeypatch):
+    readings = iter([40.0, 60.0, 80.0])
+    monkeypatch.setattr(torch.cuda, "utilization", lambda device: next(readings, 80.0))
+    with benchmark.GpuUtilisation(torch.device("cuda"), interval=0.001) as utilisation:
+        while len(utilisation.samples) < 3:
+            pass
+    assert utilisation.samples[:3] == [40.0, 60.0, 80.0]
+    assert utilisation.mean == pytest.approx(sum(utilisation.samples) / len(utilisation.samples))
+
+
+def test_without_nvml_gpu_utilisation_reports_nothing(monkeypatch):
+    def no_nvml(device):
+        raise ModuleNotFoundError("pynvml")
+
+    monkeypatch.setattr(torch.cuda, "utilization", no_nvml)
+    with benchmark.GpuUtilisation(torch.device("cuda"), interval=0.001) as utilisation:
+        pass
+    assert utilisation.mean is None
