@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.models.encoders import CELLS, RecurrentEncoder
+from rnnkit.models.encoders import CELLS, RecurrentEncoder, RecurrentLayer
 from rnnkit.models.pooling import POOLINGS, build_pooling
 from rnnkit.models.sequence import padding_mask, reverse_padded
 
@@ -107,3 +107,23 @@ def test_every_pooling_returns_one_vector_per_text():
 def test_unknown_pooling_names_the_choices():
     with pytest.raises(ValueError, match="last, mean, max, attention"):
         build_pooling("sum", 4, False)
+
+
+@pytest.mark.parametrize(
+    ("cell", "kernel", "flush", "builds"),
+    [
+        ("gru", "auto", True, True),
+        ("rnn", "auto", True, True),
+        ("lstm", "auto", True, False),  # trains on oneDNN's LSTM while denormals are flushed
+        ("lstm", "auto", False, True),
+        ("gru", "native", True, False),
+    ],
+)
+def test_layers_build_the_compiled_loop_before_training_only_if_they_will_use_it(
+    monkeypatch, cell, kernel, flush, builds
+):
+    calls = []
+    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: calls.append(1))
+    torch.set_flush_denormal(flush)  # conftest puts the default back
+    RecurrentLayer(cell, 3, 4, bidirectional=True, kernel=kernel).prepare_kernels()
+    assert bool(calls) is builds

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.kernels import run_recurrent
+from rnnkit.models.kernels import prepare, run_recurrent
 from rnnkit.models.sequence import reverse_padded
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -32,6 +32,12 @@ class RecurrentLayer(nn.Module):
             CELLS[cell](input_size, hidden_size, batch_first=True) for _ in range(num_directions)
         )
         self.kernel = kernel
+
+    def prepare_kernels(self) -> None:
+        """Build the compiled CPU loop before training if ``kernel="auto"`` will train with it."""
+        if self.kernel == "auto":
+            for direction in self.directions:
+                prepare(direction)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """``(batch, time, input_size)`` -> ``(batch, time, num_directions * hidden_size)``."""

@@ -87,6 +87,17 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
     return "native"
 
 
+def prepare(module: nn.RNNBase) -> None:
+    """Build the compiled loop now if training ``module`` will use it (see :func:`choose_kernel`).
+
+    The build takes ~20 s once per machine; called before training, it is a log line of its own
+    instead of a stall inside the first step's progress bar.
+    """
+    on_cpu = module.weight_hh_l0.device.type == "cpu"
+    if on_cpu and not (isinstance(module, nn.LSTM) and denormals_flushed()):
+        compiled.extension()
+
+
 def fused_recurrent(module: nn.RNNBase, inputs: Tensor) -> Tensor:
     """Run ``module`` over ``inputs`` with rnnkit's fused autograd functions (zero initial state)."""
     if not supports_fused(module, inputs):

@@ -33,6 +33,7 @@ from torch import nn
 from rnnkit.config import TrainConfig
 from rnnkit.data import Batch, BucketBatchSampler, EncodedDataset
 from rnnkit.errors import CheckpointError, RnnkitError
+from rnnkit.models.encoders import RecurrentLayer
 from rnnkit.runtime import amp_dtype
 from rnnkit.training import distributed
 from rnnkit.training.callbacks import Callback
@@ -89,6 +90,9 @@ class Trainer:
         self.cfg = cfg
         self.device = device
         self.raw_model = model.to(device)
+        for layer in self.raw_model.modules():
+            if isinstance(layer, RecurrentLayer):
+                layer.prepare_kernels()
         self.model = distributed.wrap_model(self.raw_model, device)
         if cfg.compile:
             self.model = torch.compile(self.model)
