@@ -74,21 +74,25 @@ def reuse_large_allocations(enabled: bool) -> bool:
     return bool(mallopt(_M_MMAP_MAX, mmap_max)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
 
 
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo.
-
-    Only then is bfloat16 mixed precision faster than float32 on CPU (on this project's 2-core
-    AMD EPYC a 64x128x512 product: 24 us against 48 us); elsewhere it is emulated and slower.
-    """
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (``avx2``, ``avx512_bf16``...); empty elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX).
+
+    Only then is bfloat16 mixed precision faster than float32 on CPU (on this project's 2-core
+    AMD EPYC a 64x128x512 product: 24 us against 48 us); elsewhere it is emulated and slower.
+    """
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models.sequence import batch_major, time_major
+from rnnkit.runtime import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,15 @@ CFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-
 
 
 def build_directory() -> Path:
-    """Where this source, for this torch and Python, is built: one folder per version."""
+    """Where this source is built for this torch, Python and CPU: one folder per combination.
+
+    The CPU's feature flags are part of the key because ``-march=native`` code can crash on an
+    older CPU sharing the same home folder.
+    """
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or "~/.cache/torch_extensions").expanduser()
     digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(f"{torch.__version__}|{sys.version}|{platform.machine()}|{CFLAGS}".encode())
+    build = (torch.__version__, sys.version, platform.machine(), CFLAGS, sorted(cpu_flags()))
+    digest.update(repr(build).encode())
     return root / f"{NAME}_{digest.hexdigest()[:12]}"
 
 
