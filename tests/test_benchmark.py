@@ -1,5 +1,5 @@
-"""scripts/benchmark.py: every variant is measured and compared with the tutorial code (no timings
-are asserted: they belong to the benchmark's report, not to tests)."""
+"""scripts/benchmark.py and scripts/matmul_floor.py run and report every variant (no timing is
+asserted: timings belong to the benchmark's report, not to tests)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,13 @@ def test_without_nvml_gpu_utilisation_reports_nothing(monkeypatch):
     with benchmark.GpuUtilisation(torch.device("cuda"), interval=0.001) as utilisation:
         pass
     assert utilisation.mean is None
+
+
+def test_the_matmul_floor_reports_a_token_limit_per_dtype(capsys):
+    import matmul_floor
+
+    args = ["--steps", "3", "--batch", "2", "--input", "4", "--hidden", "4", "--repeats", "1"]
+    assert matmul_floor.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["torch.float32", "torch.bfloat16"]
+    assert all("tokens/s" in line for line in lines[2:])
