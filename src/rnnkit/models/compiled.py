@@ -91,14 +91,22 @@ def _put_ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-def supports(module: nn.RNNBase, inputs: Tensor) -> bool:
-    """Whether :func:`compiled_recurrent` computes what ``module(inputs)`` computes."""
+def is_plain_layer(module: nn.Module) -> bool:
+    """A single-layer, unidirectional, batch-first ``nn.RNN``/``nn.LSTM``/``nn.GRU`` without projection:
+    the layer rnnkit's loops reproduce."""
     return (
         isinstance(module, (nn.RNN, nn.LSTM, nn.GRU))
         and module.num_layers == 1
         and not module.bidirectional
         and module.batch_first
         and getattr(module, "proj_size", 0) == 0
+    )
+
+
+def supports(module: nn.RNNBase, inputs: Tensor) -> bool:
+    """Whether :func:`compiled_recurrent` computes what ``module(inputs)`` computes."""
+    return (
+        is_plain_layer(module)
         and inputs.device.type == "cpu"
         and inputs.dim() == 3
         and inputs.size(1) > 0

@@ -117,11 +117,7 @@ def fused_recurrent(module: nn.RNNBase, inputs: Tensor) -> Tensor:
 def supports_fused(module: nn.RNNBase, inputs: Tensor) -> bool:
     """Whether :func:`fused_recurrent` computes exactly what ``module(inputs)`` computes."""
     return (
-        isinstance(module, (nn.RNN, nn.LSTM, nn.GRU))
-        and module.num_layers == 1
-        and not module.bidirectional
-        and module.batch_first
-        and getattr(module, "proj_size", 0) == 0
+        compiled.is_plain_layer(module)
         and inputs.dim() == 3
         and inputs.size(1) > 0
         and inputs.dtype in _FUSED_DTYPES
