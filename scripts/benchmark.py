@@ -14,6 +14,8 @@ Adam 1e-3, batch 64) on the same documents, grouped into the same batches:
 * ``rnnkit float32``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
 * ``rnnkit``: rnnkit's defaults, ``kernel="auto"`` with ``train.amp`` mixed precision where the
   device has it natively (float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX);
+* ``tutorial packed`` (``--packed``): the tutorial with ``pack_padded_sequence``, the other way
+  tutorials handle padding;
 * ``keras``: Keras 3 on the torch backend, padded to ``max_length``, ``train_on_batch``
   (skipped with a note when keras is not installed).
 
@@ -45,6 +47,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit.config import TrainConfig
 from rnnkit.data.batching import BucketBatchSampler, EncodedDataset, collate
@@ -189,18 +192,32 @@ def padded(work: Workload, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarr
 
 
 class TutorialClassifier(nn.Module):
-    """The textbook model: embedding, recurrent layer, linear head on the final hidden state."""
+    """The textbook model: embedding, recurrent layer, linear head on the final hidden state.
+
+    ``packed=True`` is the other textbook version: ``pack_padded_sequence`` with the lengths read
+    off the padding (id 0), so the final state is each text's own.
+    """
 
     def __init__(
-        self, cell: type[nn.RNNBase], vocab_size: int, bidirectional: bool, args: argparse.Namespace
+        self,
+        cell: type[nn.RNNBase],
+        vocab_size: int,
+        bidirectional: bool,
+        args: argparse.Namespace,
+        packed: bool = False,
     ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, args.embedding_dim)
         self.rnn = cell(args.embedding_dim, args.hidden_size, batch_first=True, bidirectional=bidirectional)
         self.head = nn.Linear(args.hidden_size * (2 if bidirectional else 1), NUM_CLASSES)
+        self.packed = packed
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        _, hidden = self.rnn(self.embedding(token_ids))
+        inputs = self.embedding(token_ids)
+        if self.packed:
+            lengths = (token_ids != 0).sum(1).clamp(min=1).cpu()
+            inputs = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+        _, hidden = self.rnn(inputs)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         return self.head(torch.cat(list(hidden), dim=1))
 
@@ -354,13 +371,17 @@ def make_result(
 def run_baselines(
     cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
 ) -> list[Result]:
-    """``tutorial`` and ``keras`` under PyTorch's and glibc's defaults (see :func:`main`)."""
+    """``tutorial`` (and ``tutorial packed``, ``keras``) under PyTorch's and glibc's defaults (see
+    :func:`main`)."""
     torch.set_flush_denormal(False)
-    torch.manual_seed(args.seed)
-    model = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
-    timing = measure_torch(work, args, device, model, rnnkit=False, amp=False)
-    results = [make_result(cell, bidirectional, "tutorial", work, timing, args.batches)]
-    progress(results[-1])
+    results = []
+    for packed in (False, True) if args.packed else (False,):
+        torch.manual_seed(args.seed)
+        model = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args, packed).to(device)
+        timing = measure_torch(work, args, device, model, rnnkit=False, amp=False)
+        variant = "tutorial packed" if packed else "tutorial"
+        results.append(make_result(cell, bidirectional, variant, work, timing, args.batches))
+        progress(results[-1])
     if args.no_keras or device.type != "cpu":
         return results
     try:
@@ -511,6 +532,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compile", action="store_true", help="also measure torch.compile on the native model"
     )
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras 3 comparison")
+    parser.add_argument(
+        "--packed",
+        action="store_true",
+        help="also measure the tutorial with pack_padded_sequence (slow on CPU)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
