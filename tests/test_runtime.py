@@ -15,6 +15,7 @@ from rnnkit.models.kernels import denormals_flushed
 from rnnkit.runtime import (
     amp_dtype,
     configure_runtime,
+    cpu_flags,
     cpu_has_native_bfloat16,
     resolve_device,
     reuse_large_allocations,
@@ -138,6 +139,11 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
     monkeypatch.setattr(
         "builtins.open", lambda path, *a, **k: real_open(flags if path == "/proc/cpuinfo" else path, *a, **k)
     )
-    assert cpu_has_native_bfloat16()
-    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
-    assert not cpu_has_native_bfloat16()
+    cpu_flags.cache_clear()  # read once per process: make this test's reads the ones that count
+    try:
+        assert cpu_has_native_bfloat16()
+        flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+        cpu_flags.cache_clear()
+        assert not cpu_has_native_bfloat16()
+    finally:
+        cpu_flags.cache_clear()  # the real CPU's flags for the other tests

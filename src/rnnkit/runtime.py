@@ -10,6 +10,7 @@ algorithms for the shapes seen; deterministic mode trades that speed for bit-ide
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -74,8 +75,12 @@ def reuse_large_allocations(enabled: bool) -> bool:
     return bool(mallopt(_M_MMAP_MAX, mmap_max)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (``avx2``, ``avx512_bf16``...); empty elsewhere."""
+    """The CPU's feature flags from /proc/cpuinfo (``avx2``, ``avx512_bf16``...); empty elsewhere.
+
+    Read once per process: :func:`amp_dtype` asks for every training and evaluation batch.
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
