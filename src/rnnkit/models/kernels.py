@@ -75,9 +75,7 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
     training = torch.is_grad_enabled() and (
         inputs.requires_grad or any(p.requires_grad for p in module.parameters())
     )
-    if inputs.device.type != "cpu" or not training:
-        return "native"
-    if isinstance(module, nn.LSTM) and denormals_flushed():
+    if inputs.device.type != "cpu" or not training or _trains_on_onednn(module):
         return "native"
     if compiled.supports(module, inputs) and compiled.extension() is not None:
         return "compiled"
@@ -93,9 +91,13 @@ def prepare(module: nn.RNNBase) -> None:
     The build takes ~20 s once per machine; called before training, it is a log line of its own
     instead of a stall inside the first step's progress bar.
     """
-    on_cpu = module.weight_hh_l0.device.type == "cpu"
-    if on_cpu and not (isinstance(module, nn.LSTM) and denormals_flushed()):
+    if module.weight_hh_l0.device.type == "cpu" and not _trains_on_onednn(module):
         compiled.extension()
+
+
+def _trains_on_onednn(module: nn.RNNBase) -> bool:
+    """oneDNN's fused LSTM beats every loop on CPU while denormals are flushed (see choose_kernel)."""
+    return isinstance(module, nn.LSTM) and denormals_flushed()
 
 
 def fused_recurrent(module: nn.RNNBase, inputs: Tensor) -> Tensor:
