@@ -554,10 +554,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # PyTorch's defaults until the baselines are measured: no flushing, malloc untouched.
-    device = configure_runtime(
-        TrainConfig(device=args.device, num_threads=args.threads, flush_denormal=False, reuse_memory=False)
-    )
+    # PyTorch's defaults until the baselines are measured: its thread count, no flushing, malloc
+    # untouched; run_rnnkit applies --threads and the rest of rnnkit's settings.
+    device = configure_runtime(TrainConfig(device=args.device, flush_denormal=False, reuse_memory=False))
     work = load_workload(args)
     directions = {"uni": (False,), "bi": (True,), "both": (False, True)}[args.bidirectional]
     models = [(cell, bidirectional) for cell in args.cells for bidirectional in directions]
