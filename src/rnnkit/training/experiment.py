@@ -185,6 +185,10 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
     }
     if distributed.is_main_process():
         _write_reports(run, test, data.label_names, trainer.history, metrics)
+    # Every rank returns once the run folder is complete. Waiting also lets Gloo's worker threads
+    # drop the last gather's tensors while Python can still release them: a rank that exits right
+    # after that gather can abort during interpreter shutdown (seen in 5 of 160 two-rank runs).
+    distributed.barrier()
     logger.info(
         "test accuracy %.4f, macro-F1 %.4f (best epoch %d); results in %s",
         metrics["test"]["accuracy"],
