@@ -15,6 +15,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import json
 import sys
 import tarfile
 from collections import defaultdict
@@ -67,6 +68,18 @@ def pack(documents: dict[str, bytes]) -> bytes:
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
         gz.write(raw.getvalue())
     return out.getvalue()
+
+
+def pack_jsonl(folder: str, parts: dict[str, list[dict]]) -> bytes:
+    """``folder/<part>.jsonl`` per part, one JSON object a line (UTF-8, unescaped), packed by ``pack``."""
+    return pack(
+        {
+            f"{folder}/{part}.jsonl": "".join(
+                json.dumps(row, ensure_ascii=False) + "\n" for row in rows
+            ).encode()
+            for part, rows in parts.items()
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
