@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
     )
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    train.add_argument(
+        "--callback",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="add a rnnkit.training.Callback: the class (or function) NAME of MODULE, called without "
+        "arguments (repeatable)",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's best model on a split")
@@ -123,17 +131,20 @@ def _train(args: argparse.Namespace) -> int:
     from rnnkit.config import load_config
     from rnnkit.training import distributed, experiment
     from rnnkit.training.rundir import default_run_dir
+    from rnnkit.training.user_callbacks import load_callback
 
     if args.resume and (args.config or args.run_dir or args.overwrite):
         raise _UsageError(
             "--resume continues a run with its saved config; drop --config, --run-dir and --overwrite"
         )
     run_dir = Path(args.resume or args.run_dir or default_run_dir(args.config))
+    callbacks = [load_callback(spec) for spec in args.callback]
     try:
         if args.resume:
-            metrics = experiment.resume(run_dir, args.set)
+            metrics = experiment.resume(run_dir, args.set, callbacks)
         else:
-            metrics = experiment.train(load_config(args.config, args.set), run_dir, overwrite=args.overwrite)
+            cfg = load_config(args.config, args.set)
+            metrics = experiment.train(cfg, run_dir, overwrite=args.overwrite, callbacks=callbacks)
     except KeyboardInterrupt:
         latest = experiment.latest_checkpoint(run_dir)
         where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"

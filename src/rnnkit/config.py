@@ -116,6 +116,7 @@ class TrainConfig:
     checkpoint_every: int = _at_least(0, 0)
     compile: bool = False
     progress: bool = True
+    loggers: list[str] = field(default_factory=lambda: ["csv"], metadata={"items": ("csv", "tensorboard")})
 
 
 @dataclass
@@ -318,7 +319,8 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
     if items:
         unknown = [item for item in value if item not in items]
         if unknown:
-            raise ConfigError(f"{where} may only contain {', '.join(items)}; got {unknown[0]!r}")
+            hint = _suggest(str(unknown[0]), items)
+            raise ConfigError(f"{where} may only contain {', '.join(items)}; got {unknown[0]!r}{hint}")
     if value is None or isinstance(value, (bool, str, list, dict)):
         return
     if "min" in meta and (value < meta["min"] or (meta.get("exclusive_min") and value == meta["min"])):

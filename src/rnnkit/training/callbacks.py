@@ -19,6 +19,7 @@ from rnnkit.io import atomic_write_text
 from rnnkit.training import distributed
 
 if TYPE_CHECKING:
+    from rnnkit.training.metrics import Predictions
     from rnnkit.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """Called when training stops (last epoch, early stop); not on errors."""
+
+    def on_test_end(self, trainer: Trainer, metrics: dict[str, Any], test: Predictions) -> None:
+        """Called once the best weights are scored: ``metrics`` is what ``metrics.json`` will hold,
+        ``test`` the per-example test outputs (labels, probabilities, losses)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

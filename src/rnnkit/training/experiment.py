@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from rnnkit.io import atomic_write_json, atomic_write_text
 from rnnkit.models import available
 from rnnkit.runtime import configure_runtime
 from rnnkit.training import distributed
-from rnnkit.training.callbacks import BestCheckpoint, EarlyStopping, HistoryCSV, ProgressBar
+from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from rnnkit.training.inference import predict_dataset
+from rnnkit.training.loggers import TENSORBOARD_FOLDER, build_loggers
 from rnnkit.training.metrics import Predictions, confusion, per_class_report, summarize
 from rnnkit.training.plots import plot_confusion, plot_history
 from rnnkit.training.rundir import RunDir, build
@@ -34,24 +36,44 @@ from rnnkit.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress", "train.num_threads", "train.device")
+RESUME_OVERRIDES = (
+    "train.epochs",
+    "train.patience",
+    "train.progress",
+    "train.num_threads",
+    "train.device",
+    "train.loggers",
+)
 """Settings that may change when a run is resumed; anything else would make it a different run."""
 
 _NAMED_SOURCES = ("random", "train", "glove-6b-50d")
 
 
-def train(cfg: Config, run_dir: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Any]:
-    """Train a new run into ``run_dir`` and return its ``metrics.json`` content."""
+def train(
+    cfg: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train a new run into ``run_dir`` and return its ``metrics.json`` content.
+
+    ``callbacks`` run after rnnkit's own (early stopping, best checkpoint, loggers, progress bar).
+    """
     cfg = absolute_paths(cfg)
     check_model_name(cfg)
     distributed.setup(cfg.train.device)  # under torchrun: join the group before asking who is main
     run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
     if distributed.is_main_process():
         run.create(overwrite=overwrite)
-    return _fit(cfg, run, resuming=False)
+    return _fit(cfg, run, resuming=False, user_callbacks=callbacks)
 
 
-def resume(run_dir: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def resume(
+    run_dir: str | os.PathLike[str],
+    overrides: list[str] | tuple[str, ...] = (),
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
     """Continue an interrupted run from its newest intact checkpoint (or from the start if none)."""
     for override in overrides:
         if override.partition("=")[0].strip() not in RESUME_OVERRIDES:
@@ -59,7 +81,7 @@ def resume(run_dir: str | os.PathLike[str], overrides: list[str] | tuple[str, ..
                 f"--set {override} cannot change a run being resumed; only {', '.join(RESUME_OVERRIDES)} can"
             )
     run = RunDir(run_dir)
-    return _fit(run.load_config(overrides), run, resuming=True)
+    return _fit(run.load_config(overrides), run, resuming=True, user_callbacks=callbacks)
 
 
 def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, Any]:
@@ -128,7 +150,7 @@ def _prepare(cfg: Config, run: RunDir) -> PreparedData:
     return data
 
 
-def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
+def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[Callback]) -> dict[str, Any]:
     configure_runtime(cfg.train)
     _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
     data = _prepare(cfg, run)
@@ -151,8 +173,9 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
     callbacks = [
         EarlyStopping(monitor, cfg.train.patience),
         BestCheckpoint(monitor),
-        HistoryCSV(run.history_file),
+        *build_loggers(cfg, run.history_file, run.path / TENSORBOARD_FOLDER, data.label_names),
         *([ProgressBar()] if cfg.train.progress else []),
+        *user_callbacks,
     ]
     info = {"vocab_size": len(data.vocab), "num_classes": num_classes, "embedding_dim": embedding_dim}
     trainer = Trainer(
@@ -183,6 +206,8 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool) -> dict[str, Any]:
         "rnnkit_version": __version__,
         "data": data.stats,
     }
+    for callback in callbacks:
+        callback.on_test_end(trainer, metrics, test)
     if distributed.is_main_process():
         _write_reports(run, test, data.label_names, trainer.history, metrics)
     # Every rank returns once the run folder is complete. Waiting also lets Gloo's worker threads

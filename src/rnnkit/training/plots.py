@@ -34,6 +34,11 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
 
 def plot_confusion(matrix: np.ndarray, label_names: Sequence[str], path: str | os.PathLike[str]) -> None:
     """Row-normalised confusion matrix (true class per row), with the counts written in each cell."""
+    _save(confusion_figure(matrix, label_names), path)
+
+
+def confusion_figure(matrix: np.ndarray, label_names: Sequence[str]) -> Figure:
+    """The figure of :func:`plot_confusion`, for writers other than a PNG file (TensorBoard)."""
     size = max(5.0, 0.45 * len(label_names) + 2)
     figure = Figure(figsize=(size + 1, size), layout="constrained")
     axes = figure.subplots()
@@ -49,7 +54,14 @@ def plot_confusion(matrix: np.ndarray, label_names: Sequence[str], path: str | o
     for row, col in zip(*np.nonzero(matrix), strict=True):
         colour = "white" if normalised[row, col] > 0.5 else "black"
         axes.text(col, row, str(matrix[row, col]), ha="center", va="center", fontsize=6, color=colour)
-    _save(figure, path)
+    return figure
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """The rendered figure as an (height, width, 3) uint8 array."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def _save(figure: Figure, path: str | os.PathLike[str]) -> None:

@@ -300,8 +300,10 @@ class Trainer:
             self.scheduler.load_state_dict(meta["scheduler"])
         if meta["scaler"]:
             self.scaler.load_state_dict(meta["scaler"])
-        for callback in self.callbacks:
-            callback.load_state_dict(meta["callbacks"][type(callback).__name__])
+        saved = meta["callbacks"]
+        for callback in self.callbacks:  # one added since the checkpoint (a logger) starts afresh
+            if type(callback).__name__ in saved:
+                callback.load_state_dict(saved[type(callback).__name__])
         self.epoch, self.batch_in_epoch = meta["epoch"], meta["batch_in_epoch"]
         self.global_step, self.should_stop = meta["global_step"], meta["should_stop"]
         self.history = meta["history"]
