@@ -1,4 +1,4 @@
-"""``rnnkit train | evaluate | predict``: argument parsing and exit codes, no logic of its own.
+"""``rnnkit train | evaluate | predict | explain``: argument parsing and exit codes, no logic of its own.
 
 Exit status: 0 on success; 2 with one line ``rnnkit: error: ...`` on stderr for anything the user
 can fix (bad arguments, config, data, run folder, diverged training); 130 when interrupted, after
@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   rnnkit train --resume runs/lstm-20250101-120000
   rnnkit evaluate --run-dir runs/lstm-20250101-120000
   rnnkit predict --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again."
+  rnnkit explain --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again." --html why.html
 """
 
 
@@ -124,6 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most probable classes")
     predict.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     predict.set_defaults(handler=_predict)
+
+    explain = commands.add_parser(
+        "explain",
+        parents=[common],
+        help="show which words made the model choose a class",
+        description="Integrated-gradients attributions per token (Captum) for one text, or the words "
+        "that drive each class over a split of the run's data. Needs: pip install 'rnnkit[explain]'.",
+    )
+    explain.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    explain.add_argument("text", nargs="?", metavar="TEXT", help="the text to explain")
+    explain.add_argument("--target", metavar="LABEL", help="explain this class instead of the predicted one")
+    explain.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    explain.add_argument("--json", action="store_true", help="print the result as JSON")
+    explain.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    explain.add_argument("--split", choices=("test", "validation", "train"), help="explain a split instead")
+    explain.add_argument("--top-words", type=int, default=20, metavar="K", help="words per class (--split)")
+    explain.add_argument("--limit", type=int, metavar="N", help="explain N random documents of the split")
+    explain.add_argument("--png", metavar="FILE", help="bar charts of --split (default top_words_SPLIT.png)")
+    explain.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
+    explain.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    explain.set_defaults(handler=_explain)
     return parser
 
 
@@ -185,6 +207,32 @@ def _predict(args: argparse.Namespace) -> int:
         columns = [] if source is None else [source]
         columns += [field for label, prob in top for field in (label, f"{prob:.4f}")]
         print("\t".join(columns))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from rnnkit.explain import command
+
+    if args.text is not None and args.split is not None:
+        raise _UsageError("give a TEXT to explain or --split SPLIT, not both")
+    if args.text is None and args.split is None:
+        raise _UsageError("give a TEXT to explain, or --split SPLIT for the words that drive each class")
+    if args.split is None:
+        colour = args.color == "always" or (
+            args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
+        print(
+            command.explain_text(
+                args.run_dir, args.text, args.target, args.steps, args.device, args.json, colour, args.html
+            )
+        )
+        return 0
+    png = args.png or f"top_words_{args.split}.png"
+    print(
+        command.explain_split(
+            args.run_dir, args.split, args.top_words, args.limit, args.steps, args.device, args.json, png
+        )
+    )
     return 0
 
 

@@ -64,11 +64,14 @@ class AttentionPooling(nn.Module):
         self.projection = nn.Linear(dim, dim)
         self.context = nn.Linear(dim, 1, bias=False)
 
-    def forward(self, outputs: Tensor, lengths: Tensor) -> Tensor:
+    def weights(self, outputs: Tensor, lengths: Tensor) -> Tensor:
+        """``(batch, time)`` attention weights, summing to 1 over each text's real tokens."""
         scores = self.context(torch.tanh(self.projection(outputs))).squeeze(2)
         mask = padding_mask(lengths, outputs.size(1))
-        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=1)
-        return torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)
+        return scores.masked_fill(~mask, float("-inf")).softmax(dim=1)
+
+    def forward(self, outputs: Tensor, lengths: Tensor) -> Tensor:
+        return torch.bmm(self.weights(outputs, lengths).unsqueeze(1), outputs).squeeze(1)
 
 
 def build_pooling(name: str, hidden_size: int, bidirectional: bool) -> nn.Module:
