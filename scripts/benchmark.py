@@ -51,9 +51,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit.config import TrainConfig
 from rnnkit.data.batching import BucketBatchSampler, EncodedDataset, collate
+from rnnkit.inference import autocast as mixed_precision
 from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RNNClassifier
 from rnnkit.runtime import amp_dtype, configure_runtime
-from rnnkit.training.inference import autocast as mixed_precision
 from rnnkit.training.trainer import build_optimizer
 
 TRAIN_DOCS = 11314  # 20 Newsgroups "bydate" training set

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_checkpoint import Payload
+from test_runs_checkpoint import Payload
 from test_trainer import cli_args, tiny_settings, write_corpus
 
 from rnnkit.cli import main

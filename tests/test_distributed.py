@@ -16,10 +16,12 @@ import torch
 from test_trainer import cli_args, tiny_settings, write_corpus
 from torch import nn
 
+from rnnkit import distributed
 from rnnkit.config import load_config
 from rnnkit.errors import CheckpointError, ConfigError, RnnkitError
-from rnnkit.training import distributed, experiment
-from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.runs.checkpoint import load_checkpoint
+from rnnkit.runtime import resolve_device
+from rnnkit.training import experiment
 
 
 def free_port() -> int:
@@ -77,15 +79,15 @@ def test_torchrun_variables_are_read_and_nonsense_is_a_one_line_error():
 
 
 def test_each_rank_gets_its_own_device_and_a_pinned_gpu_is_refused_under_ddp():
-    two = distributed.DistributedEnv(rank=1, world_size=2, local_rank=1)
-    assert distributed.resolve_device("cpu", two) == torch.device("cpu")
+    two = {"local_rank": 1, "world_size": 2}
+    assert resolve_device("cpu", **two) == torch.device("cpu")
     if torch.cuda.is_available():
         with pytest.raises(ConfigError, match="pins one GPU"):
-            distributed.resolve_device("cuda:0", two)
+            resolve_device("cuda:0", **two)
     else:
-        assert distributed.resolve_device("auto", two) == torch.device("cpu")
+        assert resolve_device("auto", **two) == torch.device("cpu")
         with pytest.raises(ConfigError, match="no CUDA GPU"):
-            distributed.resolve_device("cuda", two)
+            resolve_device("cuda", **two)
 
 
 HELPERS_ON_TWO_RANKS = """
@@ -95,7 +97,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnnkit.training import distributed
+from rnnkit import distributed
 
 env, device = distributed.setup("cpu")
 results = {"is_main": distributed.is_main_process()}

@@ -6,12 +6,15 @@ mode (float32; batching only changes the order of floating-point sums).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 
 import pytest
 import torch
 from torch import nn
 
+from rnnkit.config import ModelConfig
 from rnnkit.models import GRUClassifier, LSTMClassifier, RecurrentClassifier, RNNClassifier
 from rnnkit.models.pooling import POOLINGS
 
@@ -176,3 +179,49 @@ def test_the_base_class_asks_for_a_concrete_cell():
 def test_an_unknown_kernel_is_refused_when_the_model_is_built():
     with pytest.raises(ValueError, match="unknown kernel 'cuda'"):
         small(LSTMClassifier, kernel="cuda")
+
+
+def test_model_config_and_the_constructor_name_the_same_hyperparameters_with_the_same_defaults():
+    """ModelConfig is the YAML face of the constructor: every field but name/options is an argument."""
+    signature = inspect.signature(RecurrentClassifier.__init__).parameters
+    from_data = {"self", "vocab_size", "num_classes", "embedding_dim", "pretrained", "freeze_embeddings"}
+    fields = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name not in ("name", "options")}
+    assert set(fields) == set(signature) - from_data
+    for name, default in fields.items():
+        assert signature[name].default == default, name
+
+
+def test_hparams_record_every_argument_but_the_pretrained_vectors():
+    model = small(GRUClassifier, pretrained=torch.randn(VOCAB, 3), dropout=0.2, kernel="native")
+    expected = set(inspect.signature(RecurrentClassifier.__init__).parameters) - {"self", "pretrained"}
+    assert set(model.hparams) == expected
+    assert model.hparams["embedding_dim"] == 3 and model.hparams["dropout"] == 0.2
+    assert model.hparams["kernel"] == "native"
+
+
+def test_from_config_passes_every_model_config_field_the_constructor_takes():
+    cfg = ModelConfig(
+        name="lstm",
+        hidden_size=6,
+        num_layers=2,
+        bidirectional=True,
+        pooling="attention",
+        embedding_dropout=0.1,
+        dropout=0.2,
+        head_dropout=0.3,
+        head_hidden=4,
+        kernel="native",
+    )
+    model = LSTMClassifier.from_config(cfg, vocab_size=VOCAB, num_classes=NUM_CLASSES, embedding_dim=5)
+    for field in dataclasses.fields(ModelConfig):
+        if field.name not in ("name", "options"):
+            assert model.hparams[field.name] == getattr(cfg, field.name), field.name
+
+
+def test_prepare_for_training_gets_every_layer_ready():
+    model = small(GRUClassifier, num_layers=2, bidirectional=True)
+    prepared = []
+    for layer in model.encoder.layers:
+        layer.prepare_kernels = lambda layer=layer: prepared.append(layer)
+    model.prepare_for_training()
+    assert prepared == list(model.encoder.layers)

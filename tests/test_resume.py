@@ -35,7 +35,7 @@ PAUSE_MID_EPOCH = """
 """
 
 PAUSE_IN_CHECKPOINT_WRITE = """
-    from rnnkit.training import checkpoint
+    from rnnkit.runs import checkpoint
     writes = []
     def half_write(path, data):
         writes.append(path)

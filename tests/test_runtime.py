@@ -11,6 +11,7 @@ import torch
 
 from rnnkit.config import TrainConfig
 from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.inference import autocast
 from rnnkit.models.kernels import denormals_flushed
 from rnnkit.runtime import (
     amp_dtype,
@@ -20,7 +21,6 @@ from rnnkit.runtime import (
     resolve_device,
     reuse_large_allocations,
 )
-from rnnkit.training.inference import autocast
 
 
 @pytest.fixture(autouse=True)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
 
 from rnnkit.cli import main
 from rnnkit.config import TrainConfig, load_config
+from rnnkit.data import EncodedDataset
+from rnnkit.models import GRUClassifier
+from rnnkit.runs.checkpoint import CheckpointStore, load_checkpoint
 from rnnkit.training import experiment
-from rnnkit.training.callbacks import EarlyStopping, is_improvement
-from rnnkit.training.checkpoint import load_checkpoint
-from rnnkit.training.trainer import build_scheduler, class_weights
+from rnnkit.training.callbacks import Callback, EarlyStopping, is_improvement
+from rnnkit.training.trainer import Trainer, build_scheduler, class_weights
 
 TOPICS = {
     "space": "orbit rocket nasa launch moon shuttle",
@@ -220,13 +225,101 @@ def test_lower_is_better_for_losses_and_nan_never_improves():
 
 
 def test_balanced_class_weights_follow_scikit_learn():
-    weights = class_weights("balanced", np.array([0, 0, 0, 1]), 2, torch.device("cpu"))
-    assert weights.tolist() == pytest.approx([4 / 6, 2.0])
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    weights = class_weights("balanced", labels, 3, torch.device("cpu"))
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert weights.tolist() == pytest.approx(expected.tolist())
+    two_classes = class_weights("balanced", np.array([0, 0, 0, 1]), 2, torch.device("cpu"))
+    assert two_classes.tolist() == pytest.approx([4 / 6, 2.0])
     assert class_weights("none", np.array([0, 1]), 2, torch.device("cpu")) is None
 
 
-@pytest.mark.parametrize("name", ["none", "cosine", "step", "plateau"])
-def test_every_schedule_can_be_built(name):
+def learning_rates(name: str, scores: list[float], monitor: str = "val_accuracy") -> list[float]:
+    """The rate of each of 6 epochs under schedule ``name``, stepped as the trainer steps it."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = build_scheduler(TrainConfig(scheduler=name, epochs=6), optimizer)
-    assert (scheduler is None) == (name == "none")
+    scheduler = build_scheduler(TrainConfig(scheduler=name, epochs=6, monitor=monitor), optimizer)
+    rates = []
+    for score in scores:
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # an epoch of training, then the schedule's step
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(score)
+        elif scheduler is not None:
+            scheduler.step()
+    return rates
+
+
+def test_no_schedule_keeps_the_rate():
+    assert learning_rates("none", [0.5] * 6) == [0.1] * 6
+
+
+def test_cosine_anneals_the_rate_to_zero_over_the_epochs():
+    expected = [0.1 * (1 + math.cos(math.pi * epoch / 6)) / 2 for epoch in range(6)]
+    assert learning_rates("cosine", [0.5] * 6) == pytest.approx(expected)
+
+
+def test_step_divides_the_rate_by_ten_after_each_third_of_the_epochs():
+    assert learning_rates("step", [0.5] * 6) == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_plateau_halves_the_rate_after_an_epoch_without_improvement_of_the_monitor():
+    # Accuracy: 0.5 then no gain for two epochs (patience 1) -> halved; the gain at epoch 5 resets.
+    rates = learning_rates("plateau", [0.5, 0.5, 0.5, 0.6, 0.7, 0.7])
+    assert rates == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05])
+    # val_loss is minimised: a falling loss never lowers the rate.
+    assert learning_rates("plateau", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], monitor="val_loss") == [0.1] * 6
+
+
+def tiny_trainer(store: Path, callbacks: list[Callback], model: nn.Module | None = None) -> Trainer:
+    """A Trainer over 8 two-class documents, for the loop's rules."""
+    documents = [np.array([2, 3, 4], dtype=np.int32), np.array([5, 6], dtype=np.int32)] * 4
+    data = EncodedDataset(documents, np.array([0, 1] * 4), 10)
+    torch.manual_seed(0)
+    if model is None:
+        model = GRUClassifier(8, 2, embedding_dim=4, hidden_size=4)
+    cfg = TrainConfig(epochs=1, batch_size=4, progress=False)
+    return Trainer(cfg, model, data, data, 2, torch.device("cpu"), CheckpointStore(store), callbacks)
+
+
+def test_the_trainer_calls_a_models_prepare_for_training_hook_once(tmp_path):
+    class OwnModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.EmbeddingBag(8, 2)
+            self.prepared = 0
+
+        def prepare_for_training(self) -> None:
+            self.prepared += 1
+
+        def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return self.embedding(token_ids)
+
+    model = OwnModel()
+    tiny_trainer(tmp_path, [], model).fit()
+    assert model.prepared == 1
+
+
+def test_two_early_stoppings_on_different_monitors_keep_their_own_state(tmp_path):
+    trainer = tiny_trainer(tmp_path, [EarlyStopping("val_accuracy", 3), EarlyStopping("val_loss", 3)])
+    trainer.fit()
+    saved = trainer.state_checkpoint()
+    assert set(saved.meta["callbacks"]) == {"EarlyStopping[val_accuracy]", "EarlyStopping[val_loss]"}
+    by_accuracy, by_loss = EarlyStopping("val_accuracy", 3), EarlyStopping("val_loss", 3)
+    tiny_trainer(tmp_path, [by_accuracy, by_loss]).load_state(saved)
+    assert by_accuracy.best == trainer.history[0]["val_accuracy"]
+    assert by_loss.best == trainer.history[0]["val_loss"]
+
+
+def test_a_checkpoint_that_keyed_callbacks_by_class_name_still_resumes(tmp_path):
+    trainer = tiny_trainer(tmp_path, [EarlyStopping("val_accuracy", 3)])
+    trainer.fit()
+    saved = trainer.state_checkpoint()
+    saved.meta["callbacks"] = {"EarlyStopping": saved.meta["callbacks"]["EarlyStopping[val_accuracy]"]}
+    stopper = EarlyStopping("val_accuracy", 3)
+    tiny_trainer(tmp_path, [stopper]).load_state(saved)
+    assert stopper.best == trainer.history[0]["val_accuracy"]
+
+
+def test_two_callbacks_with_one_state_key_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"state_key 'EarlyStopping\[val_loss\]'"):
+        tiny_trainer(tmp_path, [EarlyStopping("val_loss", 1), EarlyStopping("val_loss", 2)])

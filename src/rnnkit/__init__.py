@@ -16,8 +16,10 @@ __all__ = ["__version__", "load"]
 def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor:
     """The best model of a training run, ready to classify text: ``load(run).predict(["..."])``.
 
-    Imported lazily so that ``import rnnkit`` (and ``rnnkit --help``) stays fast.
+    ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. The same as
+    ``rnnkit.runs.open_run(run_dir, device).predictor()``, imported lazily so that ``import rnnkit``
+    (and ``rnnkit --help``) stays fast.
     """
-    from rnnkit.predict import load as load_run
+    from rnnkit.runs import open_run
 
-    return load_run(run_dir, device)
+    return open_run(run_dir, device).predictor()

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return the process exit status."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.addFilter(lambda record: _is_main_rank())
+    handler.addFilter(lambda record: _is_main_process())
     logger.addHandler(handler)
     try:
         args = build_parser().parse_args(argv)
@@ -150,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from rnnkit import distributed
     from rnnkit.config import load_config
-    from rnnkit.training import distributed, experiment
-    from rnnkit.training.rundir import default_run_dir
+    from rnnkit.runs import default_run_dir
+    from rnnkit.training import experiment
     from rnnkit.training.user_callbacks import load_callback
 
     if args.resume and (args.config or args.run_dir or args.overwrite):
@@ -175,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         distributed.cleanup()
     test = metrics["test"]
-    if _is_main_rank():
+    if distributed.is_main_process():
         print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  run folder: {run_dir}")
     return 0
 
@@ -197,7 +198,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from rnnkit.predict import load
+    from rnnkit import load
 
     if args.top_k < 1:
         raise _UsageError(f"--top-k must be at least 1, got {args.top_k}")
@@ -261,7 +262,7 @@ def _read_documents(texts: list[str], file: str | None) -> tuple[list[str | None
 
 def _report(message: str, prefix: str = "rnnkit: error: ") -> None:
     """Print on stderr once per job (under torchrun every rank may fail with the same error)."""
-    from rnnkit.training import distributed
+    from rnnkit import distributed
 
     if distributed.claim_error_report():
         print(f"{prefix}{message}", file=sys.stderr)
@@ -281,9 +282,14 @@ def _include_packages(modules: Sequence[str]) -> None:
             ) from None
 
 
-def _is_main_rank() -> bool:
-    """Under ``torchrun`` every rank runs this CLI; only global rank 0 logs and prints results."""
-    return os.environ.get("RANK", "0") in ("", "0")
+def _is_main_process() -> bool:
+    """Under ``torchrun`` every rank runs this CLI; only global rank 0 logs and prints results.
+
+    Imported on first use so that ``rnnkit --help`` does not load torch.distributed.
+    """
+    from rnnkit import distributed
+
+    return distributed.is_main_process()
 
 
 def _another_rank_reported() -> bool:
@@ -291,8 +297,6 @@ def _another_rank_reported() -> bool:
 
     A rank whose collective broke because a peer died would otherwise add its own traceback.
     """
-    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
-        return False
-    from rnnkit.training import distributed
+    from rnnkit import distributed
 
     return not distributed.claim_error_report()

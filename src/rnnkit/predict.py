@@ -1,12 +1,12 @@
-"""A trained run as an object that classifies new text: ``rnnkit.load(run_dir).predict(texts)``.
+"""A trained model as an object that classifies new text: ``rnnkit.load(run_dir).predict(texts)``.
 
-The run folder has everything needed: the tokenizer settings and vocabulary that turned training
-text into ids, the class names, the config that says how to build the model, and the best weights.
+:func:`rnnkit.runs.open_run` gives the pieces (the tokenizer and vocabulary that turned training
+text into ids, the class names, the best model); a :class:`Predictor` turns new texts into ids the
+same way and returns labels, probabilities or the top k.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from rnnkit.data import Tokenizer, Vocabulary, encode_texts
-from rnnkit.runtime import resolve_device
-from rnnkit.training.inference import predict_dataset
-from rnnkit.training.rundir import RunDir
+from rnnkit.inference import predict_dataset
 
 
 class Predictor:
@@ -60,19 +58,3 @@ class Predictor:
         return [
             [(self.label_names[j], float(row[j])) for j in top] for row, top in zip(probs, order, strict=True)
         ]
-
-
-def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor:
-    """The best model of a finished (or running) run; ``device`` is ``cpu``, ``cuda``, ``auto``..."""
-    run = RunDir(run_dir)
-    cfg = run.load_config()
-    target = resolve_device(device)
-    model, _ = run.load_model(cfg, target)
-    return Predictor(
-        model,
-        run.load_vocab(),
-        run.load_labels(),
-        max_length=cfg.data.max_length,
-        device=target,
-        batch_size=cfg.train.eval_batch_size,
-    )

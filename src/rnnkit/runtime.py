@@ -18,7 +18,7 @@ import sys
 import torch
 
 from rnnkit.config import TrainConfig
-from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -26,28 +26,44 @@ CUBLAS_WORKSPACE = ":4096:8"
 """cuBLAS workspace size that makes its reductions deterministic (see the CUDA reproducibility docs)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device that exists on this machine."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
+def resolve_device(name: str, *, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """Turn ``train.device`` (``auto``/``cpu``/``cuda``/``cuda:N``) into a device this process can use.
+
+    The one place a device is chosen, for a plain process and for each of the ``world_size``
+    processes ``torchrun`` starts (:func:`rnnkit.distributed.setup` passes ``local_rank``): under
+    data parallelism every process owns ``cuda:LOCAL_RANK``, so a fixed ``cuda:N``, which would put
+    every process on one GPU, is refused.
+    """
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise RnnkitError(
-                f"train.device={name} but CUDA is not available (torch {torch.__version__}, "
-                f"cuda build: {torch.version.cuda or 'none'}); use train.device=auto or cpu, "
-                "or install a CUDA build of torch"
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device={name} but CUDA is not available (no CUDA GPU is visible; torch "
+            f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use train.device=auto "
+            "or cpu, or install a CUDA build of torch"
+        )
+    count = torch.cuda.device_count()
+    if world_size > 1:
+        if name.startswith("cuda:"):
+            raise ConfigError(
+                f"train.device={name} pins one GPU but torchrun started {world_size} processes; use "
+                "train.device=cuda (rank i uses cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to pick GPUs"
             )
-        device = torch.device(name)
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise RnnkitError(
-                f"train.device={name} but only {count} CUDA device(s) are visible; "
-                f"use cuda:0..cuda:{count - 1} or check CUDA_VISIBLE_DEVICES"
+        if local_rank >= count:
+            raise ConfigError(
+                f"LOCAL_RANK={local_rank} needs a GPU but this node has {count}; "
+                f"use --nproc_per_node={count} or fewer"
             )
-        return device
-    raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N")
+        return torch.device("cuda", local_rank)
+    device = torch.device("cuda" if name == "auto" else name)
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"train.device={name} but only {count} CUDA device(s) are visible; "
+            f"use cuda:0..cuda:{count - 1} or check CUDA_VISIBLE_DEVICES"
+        )
+    return device
 
 
 # glibc's mallopt parameters and defaults (malloc.h).

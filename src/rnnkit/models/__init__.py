@@ -5,7 +5,7 @@ or build one from a config's ``model:`` section with :func:`build_model`.
 """
 
 from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RecurrentClassifier, RNNClassifier
-from rnnkit.models.registry import available, build_model, register_model
+from rnnkit.models.registry import available, build_model, check_model_name, register_model
 
 __all__ = [
     "GRUClassifier",
@@ -14,5 +14,6 @@ __all__ = [
     "RecurrentClassifier",
     "available",
     "build_model",
+    "check_model_name",
     "register_model",
 ]

@@ -9,6 +9,8 @@ only in their recurrent cell; use them in any training loop::
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +48,10 @@ class RecurrentClassifier(nn.Module):
         hparams: the constructor arguments except ``pretrained``, so that
             ``type(model)(**model.hparams)`` rebuilds the architecture and ``load_state_dict``
             restores every weight, the embedding included.
+
+    The signature is the one list of hyperparameters: ``hparams`` is read from it, and
+    :meth:`from_config` fills it from the :class:`~rnnkit.config.ModelConfig` fields of the same
+    names (a test checks that both agree, defaults included).
     """
 
     cell: ClassVar[str]
@@ -76,21 +82,8 @@ class RecurrentClassifier(nn.Module):
             raise ValueError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
         if pretrained is not None:
             embedding_dim = int(pretrained.shape[1])
-        self.hparams: dict[str, Any] = {
-            "vocab_size": vocab_size,
-            "num_classes": num_classes,
-            "embedding_dim": embedding_dim,
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "bidirectional": bidirectional,
-            "pooling": pooling,
-            "embedding_dropout": embedding_dropout,
-            "dropout": dropout,
-            "head_dropout": head_dropout,
-            "head_hidden": head_hidden,
-            "freeze_embeddings": freeze_embeddings,
-            "kernel": kernel,
-        }
+        arguments = locals()  # the arguments as bound, embedding_dim as the pretrained width
+        self.hparams: dict[str, Any] = {name: arguments[name] for name in HPARAMS}
         self.embedder = TokenEmbedder(
             vocab_size,
             embedding_dim,
@@ -123,22 +116,19 @@ class RecurrentClassifier(nn.Module):
         embeddings: Tensor | None = None,
         freeze_embeddings: bool = False,
     ) -> RecurrentClassifier:
-        """The model a config's ``model:`` section describes; the registry factory of rnn/lstm/gru."""
+        """The model a config's ``model:`` section describes; the registry factory of rnn/lstm/gru.
+
+        Every ``ModelConfig`` field that names a constructor argument is passed on; the rest of the
+        arguments come from the data (vocabulary, classes) and the embeddings section.
+        """
+        shared = {name: getattr(cfg, name) for name in CONFIG_FIELDS}
         return cls(
             vocab_size,
             num_classes,
             embedding_dim=embedding_dim,
-            hidden_size=cfg.hidden_size,
-            num_layers=cfg.num_layers,
-            bidirectional=cfg.bidirectional,
-            pooling=cfg.pooling,
-            embedding_dropout=cfg.embedding_dropout,
-            dropout=cfg.dropout,
-            head_dropout=cfg.head_dropout,
-            head_hidden=cfg.head_hidden,
             pretrained=embeddings,
             freeze_embeddings=freeze_embeddings,
-            kernel=cfg.kernel,
+            **shared,
         )
 
     def forward(self, token_ids: Tensor, lengths: Tensor) -> Tensor:
@@ -150,6 +140,15 @@ class RecurrentClassifier(nn.Module):
         lengths = lengths.to(token_ids.device)
         outputs = self.encoder(self.embedder(token_ids), lengths)
         return self.head(self.pooling(outputs, lengths))
+
+    def prepare_for_training(self) -> None:
+        """Get ready to train: build the compiled CPU loop now if ``kernel="auto"`` trains with it.
+
+        rnnkit's trainer calls this hook before the first step on any model that defines it (a
+        registered model may, to warm up its own kernels or caches): the one-off ~20 s build is then
+        a log line of its own instead of a stall inside the first step's progress bar.
+        """
+        self.encoder.prepare_kernels()
 
     @torch.no_grad()
     def predict_proba(self, token_ids: Tensor, lengths: Tensor) -> Tensor:
@@ -167,6 +166,14 @@ class RecurrentClassifier(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         """How many weights the model has (only those the optimiser updates if ``trainable_only``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+_ARGUMENTS = inspect.signature(RecurrentClassifier.__init__).parameters
+HPARAMS = tuple(name for name in _ARGUMENTS if name not in ("self", "pretrained"))
+"""The constructor arguments that ``hparams`` records (``pretrained`` is data, kept in the weights)."""
+
+CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(ModelConfig) if field.name in HPARAMS)
+"""The ``ModelConfig`` fields :meth:`RecurrentClassifier.from_config` passes to the constructor."""
 
 
 class RNNClassifier(RecurrentClassifier):

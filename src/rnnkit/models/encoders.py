@@ -88,6 +88,11 @@ class RecurrentEncoder(nn.Module):
     def output_size(self) -> int:
         return self.hidden_size * (2 if self.bidirectional else 1)
 
+    def prepare_kernels(self) -> None:
+        """Build the compiled CPU loop before training if a layer will train with it."""
+        for layer in self.layers:
+            layer.prepare_kernels()
+
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """``(batch, time, input_size)`` -> ``(batch, time, output_size)``.
 

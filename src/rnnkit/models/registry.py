@@ -1,4 +1,5 @@
-"""Models by name: ``@register_model("name")``, :func:`build_model` and :func:`available`.
+"""Models by name: ``@register_model("name")``, :func:`build_model`, :func:`available` and
+:func:`check_model_name`.
 
 The ``model:`` section of a config names a registered factory; the built-in ``rnn``, ``lstm`` and
 ``gru`` are registered the same way a user's own model is::
@@ -46,6 +47,16 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a name no factory is registered under, suggesting the nearest one.
+
+    :func:`build_model` checks the same way; training calls this first so that a typo fails
+    before minutes of data preparation.
+    """
+    if name not in _REGISTRY:
+        raise ConfigError(f"model.name {name!r} is not a registered model{_suggestion(name)}")
+
+
 def build_model(
     model_cfg: ModelConfig,
     *,
@@ -60,11 +71,8 @@ def build_model(
     ``embeddings`` (``vocab_size x dim``, aligned to the vocabulary) initialise the embedding and set
     its width; without them the embedding is drawn at random with ``embedding_dim`` columns.
     """
-    factory = _REGISTRY.get(model_cfg.name)
-    if factory is None:
-        raise ConfigError(
-            f"model.name {model_cfg.name!r} is not a registered model{_suggestion(model_cfg.name)}"
-        )
+    check_model_name(model_cfg.name)
+    factory = _REGISTRY[model_cfg.name]
     reserved = sorted(set(model_cfg.options) & set(_BUILD_ARGUMENTS))
     if reserved:
         raise ConfigError(

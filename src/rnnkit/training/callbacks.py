@@ -1,7 +1,8 @@
 """Hooks around the training loop: progress bars, early stopping, the best checkpoint, history.
 
 Each callback does one job and keeps its own state; :meth:`Callback.state_dict` is saved in every
-checkpoint, so a resumed run continues with the same patience counter and the same best score.
+checkpoint under the callback's :attr:`~Callback.state_key`, so a resumed run continues with the
+same patience counter and the same best score.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from rnnkit import distributed
 from rnnkit.io import atomic_write_text
-from rnnkit.training import distributed
 
 if TYPE_CHECKING:
-    from rnnkit.training.metrics import Predictions
+    from rnnkit.inference import Predictions
     from rnnkit.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,15 @@ logger = logging.getLogger(__name__)
 
 class Callback:
     """Base class: override the hooks you need. ``record`` is the epoch's history row."""
+
+    @property
+    def state_key(self) -> str:
+        """The name this callback's state is saved under in a checkpoint: its class name.
+
+        Two callbacks of one class in one run need different keys (as in PyTorch Lightning):
+        override this to include what tells them apart, as :class:`EarlyStopping` does.
+        """
+        return type(self).__qualname__
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Called once, also when a run resumes."""
@@ -71,6 +81,11 @@ class EarlyStopping(Callback):
         self.patience = patience
         self.best: float | None = None
         self.wait = 0
+
+    @property
+    def state_key(self) -> str:
+        """One early stopping per monitored value: ``EarlyStopping[val_loss]``."""
+        return f"{type(self).__qualname__}[{self.monitor}]"
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value = record[self.monitor]

@@ -18,20 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnkit import __version__
+from rnnkit import __version__, distributed
 from rnnkit.config import Config
 from rnnkit.data import PreparedData, prepare_data
 from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.io import atomic_write_json, atomic_write_text
-from rnnkit.models import available
+from rnnkit.models import build_model, check_model_name
+from rnnkit.runs import RunDir, open_run
 from rnnkit.runtime import configure_runtime
-from rnnkit.training import distributed
 from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
-from rnnkit.training.inference import predict_dataset
 from rnnkit.training.loggers import TENSORBOARD_FOLDER, build_loggers
-from rnnkit.training.metrics import Predictions, confusion, per_class_report, summarize
+from rnnkit.training.metrics import confusion, per_class_report, summarize
 from rnnkit.training.plots import plot_confusion, plot_history
-from rnnkit.training.rundir import RunDir, build
 from rnnkit.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def train(
     ``callbacks`` run after rnnkit's own (early stopping, best checkpoint, loggers, progress bar).
     """
     cfg = absolute_paths(cfg)
-    check_model_name(cfg)
+    check_model_name(cfg.model.name)  # a typo fails before minutes of data preparation
     distributed.setup(cfg.train.device)  # under torchrun: join the group before asking who is main
     run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
     if distributed.is_main_process():
@@ -86,18 +85,17 @@ def resume(
 
 def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, Any]:
     """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split."""
-    run = RunDir(run_dir)
-    cfg = run.load_config()
-    device = configure_runtime(cfg.train)
-    model, record = run.load_model(cfg, device)  # before the data: a bad checkpoint fails fast
-    data = _prepare(cfg, run)
+    device = configure_runtime(RunDir(run_dir).load_config().train)
+    run = open_run(run_dir, device)  # before the data: a bad checkpoint fails fast
+    cfg = run.config
+    data = _prepare(cfg, RunDir(run_dir))
     dataset = {"train": data.train, "validation": data.validation, "test": data.test}[split]
-    predictions = predict_dataset(model, dataset, cfg.train.eval_batch_size, device, cfg.train.amp)
+    predictions = predict_dataset(run.model, dataset, cfg.train.eval_batch_size, device, cfg.train.amp)
     text, _ = per_class_report(predictions, data.label_names)
     return {
         "split": split,
         "metrics": summarize(predictions, len(data.label_names)),
-        "best_epoch": record["epoch"],
+        "best_epoch": run.record["epoch"],
         "report": text,
     }
 
@@ -121,15 +119,6 @@ def absolute_paths(cfg: Config) -> Config:
     if source not in _NAMED_SOURCES and not source.startswith("gensim:"):
         source = absolute(source) or source
     return dataclasses.replace(cfg, data=data, embeddings=dataclasses.replace(cfg.embeddings, source=source))
-
-
-def check_model_name(cfg: Config) -> None:
-    """Fail before minutes of data preparation when the model name is a typo."""
-    names = available()
-    if cfg.model.name not in names:
-        raise ConfigError(
-            f"model.name {cfg.model.name!r} is not a registered model; available: {', '.join(names)}"
-        )
 
 
 def seed_everything(seed: int) -> None:
@@ -166,7 +155,14 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         run.write_setup(cfg, data.vocab, data.label_names)
     seed_everything(cfg.train.seed)
     embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
-    model = build(cfg, len(data.vocab), num_classes, embeddings=data.embeddings, embedding_dim=embedding_dim)
+    model = build_model(
+        cfg.model,
+        vocab_size=len(data.vocab),
+        num_classes=num_classes,
+        embeddings=data.embeddings,
+        freeze_embeddings=cfg.embeddings.freeze,
+        embedding_dim=embedding_dim,
+    )
     if distributed.get_world_size() > 1:  # own dropout masks per rank; DDP gives all rank 0's weights
         torch.manual_seed(cfg.train.seed + distributed.get_rank())
     monitor = cfg.train.monitor

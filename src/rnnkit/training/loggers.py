@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnkit import distributed
 from rnnkit.config import Config
-from rnnkit.training import distributed
+from rnnkit.inference import Predictions
 from rnnkit.training.callbacks import Callback, HistoryCSV
-from rnnkit.training.metrics import Predictions, confusion
+from rnnkit.training.metrics import confusion
 from rnnkit.training.plots import confusion_figure, figure_pixels
 
 if TYPE_CHECKING:

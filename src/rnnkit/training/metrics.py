@@ -7,24 +7,12 @@ Training, ``rnnkit evaluate`` and the tests all go through :func:`summarize`, so
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-
-@dataclass
-class Predictions:
-    """Per-example outputs of an evaluation, in dataset order."""
-
-    labels: np.ndarray  # (n,) true class ids
-    probs: np.ndarray  # (n, classes) softmax probabilities
-    losses: np.ndarray  # (n,) unweighted cross-entropy per example
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.probs.argmax(axis=1)
+from rnnkit.inference import Predictions
 
 
 def summarize(predictions: Predictions, num_classes: int) -> dict[str, float]:

@@ -30,23 +30,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit import distributed
 from rnnkit.config import TrainConfig
 from rnnkit.data import Batch, BucketBatchSampler, EncodedDataset
 from rnnkit.errors import CheckpointError, RnnkitError
-from rnnkit.models.encoders import RecurrentLayer
-from rnnkit.runtime import amp_dtype
-from rnnkit.training import distributed
-from rnnkit.training.callbacks import Callback
-from rnnkit.training.checkpoint import (
+from rnnkit.inference import Predictions, autocast, iterate_batches, predict_dataset
+from rnnkit.runs.checkpoint import (
     Checkpoint,
     CheckpointStore,
     capture_rng,
+    model_checkpoint,
     optimizer_from_checkpoint,
     optimizer_to_checkpoint,
     restore_rng,
 )
-from rnnkit.training.inference import autocast, iterate_batches, predict_dataset
-from rnnkit.training.metrics import Predictions, summarize
+from rnnkit.runtime import amp_dtype
+from rnnkit.training.callbacks import Callback
+from rnnkit.training.metrics import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class Trainer:
     """Fits ``model`` on ``train`` and tracks ``validation``; state goes to ``store``.
 
     ``model_info`` is saved with the best weights so the model can be rebuilt from the file alone.
+    Any ``nn.Module`` taking ``(token_ids, lengths)`` and returning logits can be trained; if it has
+    a ``prepare_for_training()`` method, that is called once, after the model is on its device.
     """
 
     def __init__(
@@ -90,9 +92,9 @@ class Trainer:
         self.cfg = cfg
         self.device = device
         self.raw_model = model.to(device)
-        for layer in self.raw_model.modules():
-            if isinstance(layer, RecurrentLayer):
-                layer.prepare_kernels()
+        prepare = getattr(self.raw_model, "prepare_for_training", None)
+        if callable(prepare):  # an optional model hook (see RecurrentClassifier.prepare_for_training)
+            prepare()
         self.model = distributed.wrap_model(self.raw_model, device)
         if cfg.compile:
             self.model = torch.compile(self.model)
@@ -100,6 +102,10 @@ class Trainer:
         self.num_classes = num_classes
         self.store = store
         self.callbacks = list(callbacks)
+        keys = [cb.state_key for cb in self.callbacks if type(cb).state_dict is not Callback.state_dict]
+        if len(set(keys)) < len(keys):  # two stateful callbacks would overwrite each other's state
+            duplicate = next(key for key in keys if keys.count(key) > 1)
+            raise ValueError(f"two callbacks have the state_key {duplicate!r}; give one its own state_key")
         self.model_info = model_info or {}
         self.amp = cfg.amp and amp_dtype(device) is not None
         self.optimizer = build_optimizer(cfg, self.raw_model)
@@ -236,9 +242,7 @@ class Trainer:
 
     def save_best(self, record: dict[str, Any]) -> None:
         if distributed.is_main_process():
-            best = Checkpoint({}, {"kind": "model", "record": record, "model": self.model_info})
-            best.add("model", self.raw_model.state_dict())
-            self.store.save_best(best)
+            self.store.save_best(model_checkpoint(self.raw_model.state_dict(), self.model_info, record))
 
     def load_best(self) -> dict[str, Any]:
         """Put the best weights back into the model (on every rank); return their epoch's record.
@@ -270,7 +274,7 @@ class Trainer:
             "optimizer": optimizer.meta,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
             "rng": rng.meta,
             "world_size": distributed.get_world_size(),
             "other_ranks": [{"rng": other.meta, "running": running} for other, running in other_ranks],
@@ -302,8 +306,9 @@ class Trainer:
             self.scaler.load_state_dict(meta["scaler"])
         saved = meta["callbacks"]
         for callback in self.callbacks:  # one added since the checkpoint (a logger) starts afresh
-            if type(callback).__name__ in saved:
-                callback.load_state_dict(saved[type(callback).__name__])
+            state = _callback_state(saved, callback)
+            if state is not None:
+                callback.load_state_dict(state)
         self.epoch, self.batch_in_epoch = meta["epoch"], meta["batch_in_epoch"]
         self.global_step, self.should_stop = meta["global_step"], meta["should_stop"]
         self.history = meta["history"]
@@ -314,6 +319,14 @@ class Trainer:
         else:
             self.running = RunningStats(**meta["running"]) if rank == 0 else RunningStats()
             restore_rng(checkpoint.section("rng"), meta["rng"])
+
+
+def _callback_state(saved: dict[str, Any], callback: Callback) -> dict[str, Any] | None:
+    """``callback``'s saved state, None if it has none; checkpoints written before ``state_key``
+    keyed it by class name."""
+    if callback.state_key in saved:
+        return saved[callback.state_key]
+    return saved.get(type(callback).__name__)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.errors import RnnkitError
+from rnnkit.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -100,36 +101,6 @@ def read_env(environ: Mapping[str, str] | None = None) -> DistributedEnv:
     )
 
 
-def resolve_device(requested: str, env: DistributedEnv) -> torch.device:
-    """The device of this rank: under DDP each process owns ``cuda:LOCAL_RANK`` (or the CPU).
-
-    ``requested`` is ``train.device`` (auto|cpu|cuda|cuda:N). A single process keeps the usual
-    meaning; with several processes a fixed ``cuda:N`` would put every rank on one GPU, so it is
-    refused.
-    """
-    if requested == "cpu":
-        return torch.device("cpu")
-    cuda = torch.cuda.is_available()
-    if requested == "auto" and not cuda:
-        return torch.device("cpu")
-    if not cuda:
-        raise ConfigError(f"train.device={requested} but no CUDA GPU is visible; use train.device=cpu")
-    if not env.is_distributed:
-        return torch.device("cuda" if requested == "auto" else requested)
-    if requested.startswith("cuda:"):
-        raise ConfigError(
-            f"train.device={requested} pins one GPU but torchrun started {env.world_size} processes; "
-            "use train.device=cuda (rank i uses cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to pick GPUs"
-        )
-    count = torch.cuda.device_count()
-    if env.local_rank >= count:
-        raise ConfigError(
-            f"LOCAL_RANK={env.local_rank} needs a GPU but this node has {count}; "
-            f"use --nproc_per_node={count} or fewer"
-        )
-    return torch.device("cuda", env.local_rank)
-
-
 def timeout() -> timedelta:
     """The collective timeout (``RNNKIT_DIST_TIMEOUT`` seconds, default 30 minutes)."""
     text = os.environ.get(TIMEOUT_ENV, "")
@@ -149,7 +120,7 @@ def setup(requested_device: str = "auto") -> tuple[DistributedEnv, torch.device]
     without touching ``torch.distributed``.
     """
     env = read_env()
-    device = resolve_device(requested_device, env)
+    device = resolve_device(requested_device, local_rank=env.local_rank, world_size=env.world_size)
     if not env.is_distributed or dist.is_initialized():
         return env, device
     if not dist.is_available():
@@ -183,8 +154,17 @@ def get_world_size() -> int:
 
 
 def is_main_process() -> bool:
-    """True on the one process that writes the run folder, logs and progress bars."""
-    return get_rank() == 0
+    """True on the one process that writes the run folder, logs and shows progress bars.
+
+    Asks the process group once it exists, and before that (or without one) the ``RANK`` that
+    torchrun set, so the answer is the same before and after :func:`setup`.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    try:
+        return read_env().is_main
+    except RnnkitError:  # a malformed RANK is reported by setup(); until then, speak
+        return True
 
 
 def barrier() -> None:
@@ -342,7 +322,10 @@ def claim_error_report() -> bool:
     report in the job's key-value store prints it; the others stay silent, so the cause is shown
     once. A single process, or one that cannot reach the store, always reports.
     """
-    env = read_env()
+    try:
+        env = read_env()
+    except RnnkitError:  # the malformed variable is the error being reported
+        return True
     if not env.is_distributed:
         return True
     try:

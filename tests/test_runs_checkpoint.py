@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rnnkit.errors import CheckpointError
-from rnnkit.training.checkpoint import (
+from rnnkit.runs.checkpoint import (
     Checkpoint,
     CheckpointStore,
     capture_rng,

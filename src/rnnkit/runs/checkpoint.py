@@ -6,8 +6,9 @@ history...). Loading it never runs code from the file (no pickle), so a checkpoi
 is at worst refused. The metadata also carries a SHA-256 of every tensor and of the JSON itself,
 so a truncated or bit-flipped file is detected instead of silently training on garbage.
 
-The resumable state lives in ``last.safetensors``; before it is replaced, the current one becomes
-``previous.safetensors``. Every write is atomic (tmp file + rename), and if ``last`` is damaged
+A run keeps two kinds: ``best.safetensors`` holds the best weights with what rebuilding the model
+needs (:func:`model_checkpoint`); the resumable training state lives in ``last.safetensors``, and
+before it is replaced, the current one becomes ``previous.safetensors``. Every write is atomic (tmp file + rename), and if ``last`` is damaged
 anyway, :meth:`CheckpointStore.load_latest` moves it aside and falls back to ``previous``.
 """
 
@@ -50,6 +51,16 @@ class Checkpoint:
     def add(self, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
         """Store ``tensors`` under ``prefix.``, the inverse of :meth:`section`."""
         self.tensors.update({f"{prefix}.{name}": t for name, t in tensors.items()})
+
+
+def model_checkpoint(
+    weights: dict[str, torch.Tensor], model_info: dict[str, Any], record: dict[str, Any]
+) -> Checkpoint:
+    """The best model of a run: ``weights`` (a state dict), the sizes ``build_model`` needs to rebuild
+    it (``model_info``: vocab_size, num_classes, embedding_dim) and the history row of its epoch."""
+    checkpoint = Checkpoint({}, {"kind": "model", "record": record, "model": model_info})
+    checkpoint.add("model", weights)
+    return checkpoint
 
 
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> None:

@@ -1,5 +1,8 @@
 """Batches in, probabilities out: the one evaluation pass shared by training, evaluate and predict.
 
+It sits below both training and the readers of a run, so predicting never imports the training
+package.
+
 Batches are collated here rather than by a ``DataLoader``: creating a DataLoader iterator draws
 from torch's global random generator, which would make a resumed run draw different dropout masks
 than an uninterrupted one. With the data already in memory as token ids, a loader adds nothing.
@@ -8,16 +11,29 @@ than an uninterrupted one. With the data already in memory as token ids, a loade
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit import distributed
 from rnnkit.data import Batch, EncodedDataset, SortedBatchSampler, collate
 from rnnkit.runtime import amp_dtype
-from rnnkit.training import distributed
-from rnnkit.training.metrics import Predictions
+
+
+@dataclass
+class Predictions:
+    """Per-example outputs of an evaluation, in dataset order."""
+
+    labels: np.ndarray  # (n,) true class ids
+    probs: np.ndarray  # (n, classes) softmax probabilities
+    losses: np.ndarray  # (n,) unweighted cross-entropy per example
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
 
 
 def iterate_batches(

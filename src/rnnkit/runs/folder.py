@@ -1,4 +1,4 @@
-"""The run folder: one place that names every file a run writes and knows how to read them back.
+"""The run folder: the one place that names every file a run holds and reads its setup back.
 
 ::
 
@@ -13,6 +13,7 @@
     curves.png / confusion_matrix.png
 
 A folder holding a run is never reused for a new one unless the user asks for ``--overwrite``.
+Training writes these files; everything else reads a run through :func:`rnnkit.runs.open_run`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,12 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
 
 from rnnkit.config import Config, load_config
 from rnnkit.data import Vocabulary
 from rnnkit.errors import CheckpointError
 from rnnkit.io import atomic_write_json, atomic_write_text
-from rnnkit.models import build_model
-from rnnkit.training.checkpoint import CheckpointStore
+from rnnkit.runs.checkpoint import CheckpointStore
 
 
 def default_run_dir(config_path: str | os.PathLike[str] | None) -> Path:
@@ -103,30 +99,3 @@ class RunDir:
             return list(json.loads(self.labels_file.read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:
             raise CheckpointError(f"cannot read {self.labels_file}: {error}") from None
-
-    def load_model(self, cfg: Config, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-        """The best model of the run, in eval mode on ``device``, and its epoch's history row."""
-        best = self.checkpoints.load_best()
-        info = best.meta["model"]
-        model = build(cfg, info["vocab_size"], info["num_classes"], embedding_dim=info["embedding_dim"])
-        model.load_state_dict(best.section("model"))
-        return model.to(device).eval(), best.meta["record"]
-
-
-def build(
-    cfg: Config,
-    vocab_size: int,
-    num_classes: int,
-    *,
-    embeddings: torch.Tensor | None = None,
-    embedding_dim: int,
-) -> nn.Module:
-    """The configured classifier, initialised from ``embeddings`` or at random with ``embedding_dim``."""
-    return build_model(
-        cfg.model,
-        vocab_size=vocab_size,
-        num_classes=num_classes,
-        embeddings=embeddings,
-        freeze_embeddings=cfg.embeddings.freeze,
-        embedding_dim=embedding_dim,
-    )
