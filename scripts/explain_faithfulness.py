@@ -21,7 +21,7 @@ import torch
 from rnnkit.data import EncodedDataset, collate
 from rnnkit.explain import Explainer
 from rnnkit.explain.command import sample
-from rnnkit.trained_run import load_split, open_run
+from rnnkit.runs import open_run
 
 
 def probabilities(model: torch.nn.Module, sequences: list[np.ndarray], classes: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     run = open_run(args.run_dir)
     explainer = Explainer(run, args.steps)
-    split = load_split(run, args.split)
+    split = run.load_split(args.split)
     long_enough = np.flatnonzero(split.lengths >= 2 * args.k)
     eligible = EncodedDataset(
         [split.sequences[i] for i in long_enough], split.labels[long_enough], run.max_length

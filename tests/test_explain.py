@@ -17,7 +17,7 @@ from rnnkit.config import Config
 from rnnkit.data import Tokenizer, Vocabulary, collate
 from rnnkit.explain import Explainer, backward_context
 from rnnkit.models import GRUClassifier, LSTMClassifier, RNNClassifier
-from rnnkit.trained_run import TrainedRun, open_run
+from rnnkit.runs import TrainedRun, open_run
 
 WORDS = ["orbit", "rocket", "puck", "goal", "peace", "land", "the", "a"]
 CLASSES = {"rnn": RNNClassifier, "lstm": LSTMClassifier, "gru": GRUClassifier}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.models import GRUClassifier, LSTMClassifier, RecurrentClassifier, RNNClassifier
+from rnnkit.models import GRUClassifier, LSTMClassifier, RecurrentClassifier, RNNClassifier, module_path
 from rnnkit.models.pooling import POOLINGS
 
 CLASSES = [RNNClassifier, LSTMClassifier, GRUClassifier]
@@ -225,3 +225,18 @@ def test_prepare_for_training_gets_every_layer_ready():
         layer.prepare_kernels = lambda layer=layer: prepared.append(layer)
     model.prepare_for_training()
     assert prepared == list(model.encoder.layers)
+
+
+def test_the_module_path_copy_gives_the_same_logits_and_runs_the_torch_modules():
+    torch.manual_seed(0)
+    model = GRUClassifier(20, 3, embedding_dim=4, hidden_size=5, bidirectional=True, kernel="auto").eval()
+    native = module_path(model)
+    assert native.hparams["kernel"] == "native" and model.hparams["kernel"] == "auto"
+    token_ids, lengths = torch.tensor([[3, 4, 5], [6, 7, 0]]), torch.tensor([3, 2])
+    torch.testing.assert_close(native(token_ids, lengths), model(token_ids, lengths))
+    assert module_path(native) is native
+
+
+def test_models_that_are_not_rnnkit_classifiers_are_left_as_they_are():
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 2))
+    assert module_path(model) is model

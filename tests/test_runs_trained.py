@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import fake_run
 from test_trainer import train_tiny_run
 
 from rnnkit.errors import CheckpointError
@@ -56,3 +57,23 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="not an rnnkit run folder") as error:
         open_run(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_run_opens_with_its_model_vocabulary_labels_and_config(run_dir):
+    run = open_run(run_dir)
+    assert run.label_names == ["hockey", "mideast", "space"]
+    assert not run.model.training and run.max_length == run.config.data.max_length == 30
+    assert run.predictor().predict(["nasa orbit"])[0] in run.label_names
+
+
+def test_a_run_without_checkpoints_is_one_clear_error(tmp_path):
+    with pytest.raises(CheckpointError):
+        open_run(fake_run(tmp_path / "empty"))
+
+
+def test_a_split_is_the_runs_own_data_as_it_was_trained_on(run_dir):
+    run = open_run(run_dir)
+    test = run.load_split("test")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(test) == metrics["data"]["test_docs"]
+    assert len(run.load_split("validation")) == metrics["data"]["validation_docs"]

@@ -33,8 +33,9 @@ from rnnkit.data import Batch, EncodedDataset, SortedBatchSampler, collate
 from rnnkit.data.text import PAD_ID, UNK_ID
 from rnnkit.errors import RnnkitError
 from rnnkit.extras import require
+from rnnkit.models import module_path
 from rnnkit.models.pooling import AttentionPooling
-from rnnkit.trained_run import TrainedRun, module_path
+from rnnkit.runs import TrainedRun
 
 DEFAULT_STEPS = 50
 """Integration points; on 20 Newsgroups the completeness error stays below 1% of the logit gap."""

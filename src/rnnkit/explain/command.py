@@ -13,7 +13,7 @@ from rnnkit.explain.aggregate import plot_top_words, top_words
 from rnnkit.explain.attribution import Explainer, require_captum
 from rnnkit.explain.render import html_page, summary
 from rnnkit.io import atomic_write_text
-from rnnkit.trained_run import load_split, open_run
+from rnnkit.runs import open_run
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def explain_split(
         raise RnnkitError(f"--limit must be at least 1, got {limit}")
     require_captum()
     explainer = Explainer(open_run(run_dir, device), steps)
-    dataset = load_split(explainer.run, split)
+    dataset = explainer.run.load_split(split)
     if limit is not None and limit < len(dataset):
         dataset = sample(dataset, limit)
     result = top_words(explainer, dataset, k, progress=explainer.run.config.train.progress)

@@ -4,7 +4,13 @@ Use a class directly (``LSTMClassifier(vocab_size, num_classes, ...)``) in your 
 or build one from a config's ``model:`` section with :func:`build_model`.
 """
 
-from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RecurrentClassifier, RNNClassifier
+from rnnkit.models.classifier import (
+    GRUClassifier,
+    LSTMClassifier,
+    RecurrentClassifier,
+    RNNClassifier,
+    module_path,
+)
 from rnnkit.models.registry import available, build_model, check_model_name, register_model
 
 __all__ = [
@@ -15,5 +21,6 @@ __all__ = [
     "available",
     "build_model",
     "check_model_name",
+    "module_path",
     "register_model",
 ]

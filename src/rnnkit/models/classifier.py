@@ -194,6 +194,21 @@ class GRUClassifier(RecurrentClassifier):
     cell = "gru"
 
 
+def module_path(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that runs the torch modules only (``kernel="native"``).
+
+    With ``kernel: auto`` a GRU or SimpleRNN runs rnnkit's compiled loop whenever gradients are
+    on, as in Captum's backward passes and in tracing for export; those are training details,
+    and the torch modules are the reference (and the only path the exporters understand).
+    Models that are not rnnkit classifiers are returned as they are.
+    """
+    if not isinstance(model, RecurrentClassifier) or model.hparams["kernel"] == "native":
+        return model
+    twin = type(model)(**{**model.hparams, "kernel": "native"})
+    twin.load_state_dict(model.state_dict())
+    return twin.to(next(model.parameters()).device).eval()
+
+
 register_model("rnn")(RNNClassifier.from_config)
 register_model("lstm")(LSTMClassifier.from_config)
 register_model("gru")(GRUClassifier.from_config)

@@ -24,8 +24,9 @@ import shutil
 import time
 from pathlib import Path
 
+from rnnkit import distributed
 from rnnkit.config import Config, load_config
-from rnnkit.data import Vocabulary
+from rnnkit.data import PreparedData, Vocabulary, prepare_data
 from rnnkit.errors import CheckpointError
 from rnnkit.io import atomic_write_json, atomic_write_text
 from rnnkit.runs.checkpoint import CheckpointStore
@@ -99,3 +100,18 @@ class RunDir:
             return list(json.loads(self.labels_file.read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:
             raise CheckpointError(f"cannot read {self.labels_file}: {error}") from None
+
+    def prepare_data(self, cfg: Config) -> PreparedData:
+        """The run's data as training saw it, checked against the vocabulary saved with the run.
+
+        Used to resume, to evaluate and to explain a split: if the data files or the cache changed
+        since the run started, the ids would no longer mean the same words, so that is refused.
+        """
+        with distributed.main_process_first():  # rank 0 fills the cache, the others read it
+            data = prepare_data(cfg)
+        if self.vocab_file.exists() and data.vocab != self.load_vocab():
+            raise CheckpointError(
+                f"the data no longer gives the vocabulary saved in {self.vocab_file}: the data files or "
+                "the cache changed since this run started; use the original data or start a new run"
+            )
+        return data

@@ -20,8 +20,7 @@ import torch
 
 from rnnkit import __version__, distributed
 from rnnkit.config import Config
-from rnnkit.data import PreparedData, prepare_data
-from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.io import atomic_write_json, atomic_write_text
 from rnnkit.models import build_model, check_model_name
@@ -87,14 +86,13 @@ def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, 
     """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split."""
     device = configure_runtime(RunDir(run_dir).load_config().train)
     run = open_run(run_dir, device)  # before the data: a bad checkpoint fails fast
-    cfg = run.config
-    data = _prepare(cfg, RunDir(run_dir))
-    dataset = {"train": data.train, "validation": data.validation, "test": data.test}[split]
-    predictions = predict_dataset(run.model, dataset, cfg.train.eval_batch_size, device, cfg.train.amp)
-    text, _ = per_class_report(predictions, data.label_names)
+    train_cfg = run.config.train
+    dataset = run.load_split(split)
+    predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
+    text, _ = per_class_report(predictions, run.label_names)
     return {
         "split": split,
-        "metrics": summarize(predictions, len(data.label_names)),
+        "metrics": summarize(predictions, len(run.label_names)),
         "best_epoch": run.record["epoch"],
         "report": text,
     }
@@ -127,22 +125,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _prepare(cfg: Config, run: RunDir) -> PreparedData:
-    """The run's data, checked against the vocabulary it was trained with."""
-    with distributed.main_process_first():  # rank 0 fills the cache, the others read it
-        data = prepare_data(cfg)
-    if run.vocab_file.exists() and data.vocab != run.load_vocab():
-        raise CheckpointError(
-            f"the data no longer gives the vocabulary saved in {run.vocab_file}: the data files or the "
-            "cache changed since this run started; use the original data or start a new run"
-        )
-    return data
-
-
 def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[Callback]) -> dict[str, Any]:
     configure_runtime(cfg.train)
     _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
-    data = _prepare(cfg, run)
+    data = run.prepare_data(cfg)
     if len(data.validation) == 0:
         raise DataError(
             "the validation split is empty; set data.val_size > 0 "
