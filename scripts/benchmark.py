@@ -53,7 +53,7 @@ from rnnkit.config import TrainConfig
 from rnnkit.data.batching import BucketBatchSampler, EncodedDataset, collate
 from rnnkit.inference import autocast as mixed_precision
 from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RNNClassifier
-from rnnkit.runtime import amp_dtype, configure_runtime
+from rnnkit.runtime import amp_dtype, configure_runtime, resolve_device
 from rnnkit.training.trainer import build_optimizer
 
 TRAIN_DOCS = 11314  # 20 Newsgroups "bydate" training set
@@ -373,7 +373,6 @@ def run_baselines(
 ) -> list[Result]:
     """``tutorial`` (and ``tutorial packed``, ``keras``) under PyTorch's and glibc's defaults (see
     :func:`main`)."""
-    torch.set_flush_denormal(False)
     results = []
     for packed in (False, True) if args.packed else (False,):
         torch.manual_seed(args.seed)
@@ -400,7 +399,13 @@ def run_rnnkit(
     cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
 ) -> list[Result]:
     """``tutorial+runtime`` and the rnnkit variants, under rnnkit's runtime settings."""
-    configure_runtime(TrainConfig(device=str(device), num_threads=args.threads))
+    with configure_runtime(TrainConfig(device=str(device), num_threads=args.threads)):
+        return _run_rnnkit_variants(cell, bidirectional, work, args, device)
+
+
+def _run_rnnkit_variants(
+    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
+) -> list[Result]:
     torch.manual_seed(args.seed)
     tutorial = TutorialClassifier(CELLS[cell][0], work.vocab_size, bidirectional, args).to(device)
     variants: list[tuple[str, nn.Module, bool]] = [("tutorial+runtime", tutorial, False)]
@@ -554,15 +559,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # PyTorch's defaults until the baselines are measured: its thread count, no flushing, malloc
-    # untouched; run_rnnkit applies --threads and the rest of rnnkit's settings.
-    device = configure_runtime(TrainConfig(device=args.device, flush_denormal=False, reuse_memory=False))
+    device = resolve_device(args.device)
     work = load_workload(args)
     directions = {"uni": (False,), "bi": (True,), "both": (False, True)}[args.bidirectional]
     models = [(cell, bidirectional) for cell in args.cells for bidirectional in directions]
     # Every baseline runs before rnnkit's first run: glibc's malloc cannot be put back to its
-    # defaults once changed (its adaptive mmap threshold stays off), so they come first.
-    baselines = {model: run_baselines(*model, work, args, device) for model in models}
+    # defaults once changed (its adaptive mmap threshold stays off), so they come first, under
+    # PyTorch's defaults: its thread count, no flushing, malloc untouched; run_rnnkit applies
+    # --threads and the rest of rnnkit's settings.
+    defaults = TrainConfig(device=args.device, flush_denormal=False, reuse_memory=False)
+    with configure_runtime(defaults):
+        baselines = {model: run_baselines(*model, work, args, device) for model in models}
     results: list[Result] = []
     for model in models:
         rows = [baselines[model][0], *run_rnnkit(*model, work, args, device), *baselines[model][1:]]

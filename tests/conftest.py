@@ -1,9 +1,21 @@
-"""Test-wide fixtures."""
+"""Test-wide fixtures and settings.
+
+* ``compiled_extension`` builds rnnkit's C++ loop once per session, before the first test and
+  saying so, instead of inside whichever test first trains a GRU (the build takes 20-90 s, once
+  per machine and source version; loading a built one takes ~0.3 s).
+* ``pytest -m "not slow"`` leaves out the torchrun, kill-and-resume and benchmark runs.
+* ``HYPOTHESIS_PROFILE=dev`` runs a few examples per fuzz test for a quick loop; CI runs the full
+  counts (``fuzzing.py``).
+"""
+
+import os
+import time
 
 import pytest
 import torch
 
-from rnnkit.models.kernels import denormals_flushed
+from rnnkit.models.kernels import cpp_loop
+from rnnkit.runtime import denormals_flushed
 
 DEFAULT_FLUSH_DENORMAL = denormals_flushed()  # read before any test has trained
 
@@ -12,10 +24,28 @@ DEFAULT_FLUSH_DENORMAL = denormals_flushed()  # read before any test has trained
 def _default_flush_denormal():
     """Every test starts and ends with the interpreter's denormal setting.
 
-    Training switches flushing on for the process (``train.flush_denormal``), also inside
-    module-scoped fixtures; hypothesis, for one, draws subnormal floats, which a flushing
-    process cannot hold.
+    Training puts the setting back when it ends, but tests also toggle it themselves; hypothesis,
+    for one, draws subnormal floats, which a flushing thread cannot hold.
     """
     torch.set_flush_denormal(DEFAULT_FLUSH_DENORMAL)
     yield
     torch.set_flush_denormal(DEFAULT_FLUSH_DENORMAL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_extension(request: pytest.FixtureRequest):
+    """rnnkit's compiled C++ loop, built (or loaded) once for the session; None without a compiler.
+
+    With ``RNNKIT_REQUIRE_COMPILED`` set (CI), a failed build fails the tests that need it.
+    """
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    fresh = not (cpp_loop.build_directory() / f"{cpp_loop.NAME}.so").exists()
+    if fresh and reporter is not None:
+        reporter.write_line("\nbuilding rnnkit's compiled CPU kernels once for this machine (20-90 s)...")
+    started = time.perf_counter()
+    extension = cpp_loop.extension()
+    if fresh and reporter is not None:
+        reporter.write_line(f"built in {time.perf_counter() - started:.0f} s: {cpp_loop.build_directory()}")
+    if extension is None and os.environ.get("RNNKIT_REQUIRE_COMPILED"):
+        pytest.fail("the compiled extension could not be built (see the warning above)")
+    return extension

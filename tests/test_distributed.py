@@ -138,10 +138,12 @@ def two_ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(root / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
 
 
+@pytest.mark.slow
 def test_only_rank_0_is_the_main_process(two_ranks):
     assert [result["is_main"] for result in two_ranks] == [True, False]
 
 
+@pytest.mark.slow
 def test_gathered_outputs_hold_every_example_once_in_index_order_on_every_rank(two_ranks):
     for result in two_ranks:
         index, columns = result["gathered"]
@@ -151,11 +153,13 @@ def test_gathered_outputs_hold_every_example_once_in_index_order_on_every_rank(t
         assert prob[:, 0].tolist() == [float(i) for i in range(7)]
 
 
+@pytest.mark.slow
 def test_a_flag_decided_on_rank_0_is_the_same_on_every_rank(two_ranks):
     assert [result["flag"] for result in two_ranks] == [True, True]
     assert [result["broadcast"] for result in two_ranks] == ["from rank 0", "from rank 0"]
 
 
+@pytest.mark.slow
 def test_every_rank_gets_rank_0s_weights_when_only_rank_0_read_them(two_ranks):
     torch.manual_seed(0)
     expected = nn.Linear(2, 2).weight
@@ -163,14 +167,17 @@ def test_every_rank_gets_rank_0s_weights_when_only_rank_0_read_them(two_ranks):
         torch.testing.assert_close(result["weights"], expected, atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_rank_0_gathers_every_ranks_object_in_rank_order(two_ranks):
     assert [result["objects"] for result in two_ranks] == [["rank 0", "rank 1"], None]
 
 
+@pytest.mark.slow
 def test_when_every_rank_fails_exactly_one_reports_the_error(two_ranks):
     assert sorted(result["claimed"] for result in two_ranks) == [False, True]
 
 
+@pytest.mark.slow
 def test_uneven_shards_of_a_global_batch_give_the_single_process_gradient(two_ranks):
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
@@ -235,6 +242,7 @@ def single_and_ddp(corpus, vectors, tmp_path_factory) -> tuple[Path, Path, subpr
     return root / "single", root / "ddp", done
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_the_same_weights_as_one_process_with_the_same_global_batch(single_and_ddp):
     single, ddp, _ = single_and_ddp
     for name in ("last", "best"):
@@ -244,6 +252,7 @@ def test_two_gloo_ranks_train_the_same_weights_as_one_process_with_the_same_glob
             torch.testing.assert_close(actual[key], expected[key], atol=1e-5, rtol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_frozen_pretrained_vectors_stay_as_loaded_under_ddp(single_and_ddp, vectors):
     _, ddp, _ = single_and_ddp
     itos = json.loads((ddp / "vocab.json").read_text(encoding="utf-8"))["itos"]
@@ -255,6 +264,7 @@ def test_frozen_pretrained_vectors_stay_as_loaded_under_ddp(single_and_ddp, vect
         assert embedding[row].tolist() == pytest.approx(table[word], abs=1e-6), word
 
 
+@pytest.mark.slow
 def test_validation_and_test_metrics_gathered_across_ranks_equal_a_single_process_evaluation(single_and_ddp):
     single, ddp, _ = single_and_ddp
     expected, actual = (json.loads((run / "metrics.json").read_text()) for run in (single, ddp))
@@ -266,6 +276,7 @@ def test_validation_and_test_metrics_gathered_across_ranks_equal_a_single_proces
             assert float(row_ddp[key]) == pytest.approx(float(row_single[key]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_only_rank_0_logs_prints_and_writes_the_run_folder(single_and_ddp):
     single, ddp, done = single_and_ddp
     assert done.stdout.count("test accuracy") == 1
@@ -274,6 +285,7 @@ def test_only_rank_0_logs_prints_and_writes_the_run_folder(single_and_ddp):
     assert files == {path.relative_to(single) for path in single.rglob("*") if path.is_file()}
 
 
+@pytest.mark.slow
 def test_a_ddp_run_killed_mid_epoch_resumes_under_ddp_to_the_same_weights(corpus, tmp_path, monkeypatch):
     """Dropout is on, so every rank must get back its own random state and running sums."""
     # 108 training documents in global batches of 16: 7 steps per epoch. Checkpoints at steps
@@ -309,6 +321,7 @@ def test_a_ddp_run_killed_mid_epoch_resumes_under_ddp_to_the_same_weights(corpus
         experiment.resume(tmp_path / "copy")
 
 
+@pytest.mark.slow
 def test_a_user_error_on_every_rank_is_shown_once(corpus, tmp_path):
     done = torchrun(train_args(tmp_path / "run", corpus, **{"model.name": "nope"}), tmp_path / "cache")
     assert done.returncode != 0
@@ -330,6 +343,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_failure_on_one_rank_ends_every_rank_and_is_shown_once(corpus, tmp_path):
     script = tmp_path / "fail_on_rank_1.py"
     script.write_text(FAIL_ON_RANK_1, encoding="utf-8")

@@ -15,22 +15,12 @@ import typing
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, event, example, given, settings
+from fuzzing import fuzz
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from rnnkit.config import SECTIONS, Config, config_from_dict, load_config
 from rnnkit.errors import ConfigError
-
-
-def fuzz(max_examples: int) -> settings:
-    """Explicit example counts and no deadline (timings vary on shared CI cores); ``tmp_path`` is
-    shared by a test's examples, which is fine because each example overwrites its own file."""
-    return settings(
-        max_examples=max_examples,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
-    )
-
 
 FIELDS = {name: dataclasses.fields(section) for name, section in SECTIONS.items()}
 HINTS = {name: typing.get_type_hints(section) for name, section in SECTIONS.items()}

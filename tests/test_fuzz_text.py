@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from fuzzing import fuzz
+from hypothesis import HealthCheck, event, example, given
 from hypothesis import strategies as st
 
 from rnnkit.config import Config
@@ -30,17 +31,6 @@ from rnnkit.data.corpus import TextDataset, encode_labels, load_csv, load_folder
 from rnnkit.data.pipeline import encode_texts, prepare_data
 from rnnkit.data.text import PAD, PAD_ID, UNK, UNK_ID, Tokenizer, Vocabulary
 from rnnkit.errors import DataError
-
-
-def fuzz(max_examples: int) -> settings:
-    """Explicit example counts and no deadline (timings vary on shared CI cores); ``tmp_path`` is
-    shared by a test's examples, which is fine because each example overwrites its own files."""
-    return settings(
-        max_examples=max_examples,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
-
 
 # Every code point, lone surrogates included (they reach predict() from os.fsdecode and JSON escapes).
 any_text = st.text(st.characters(codec=None, categories=None), max_size=60)
@@ -98,7 +88,7 @@ def _load_or_reject(loader: Any, path: Path) -> TextDataset | None:
 # ---------------------------------------------------------------------------------------- tokenizer
 
 
-@fuzz(500)
+@fuzz(500, HealthCheck.too_slow)
 @given(text=any_text | file_text, lowercase=st.booleans())
 def test_the_default_tokenizer_takes_any_unicode_string_and_is_deterministic(text, lowercase):
     tokenizer = Tokenizer(lowercase=lowercase)
@@ -114,7 +104,7 @@ REGEX_PIECES = [*"ab.*+?|^$()[]{}\\-,:=!<>", "(?:", "(?=", "(?<=", "(?P<n>", "(?
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")  # odd but valid regexes
-@fuzz(300)
+@fuzz(300, HealthCheck.too_slow)
 @given(
     pattern=st.lists(st.sampled_from(REGEX_PIECES), max_size=12).map("".join) | st.text(max_size=8),
     text=st.text(max_size=12),
@@ -138,7 +128,7 @@ def test_any_token_pattern_gives_a_working_tokenizer_or_a_data_error(pattern, te
 token_lists = st.lists(st.lists(any_text.filter(bool) | st.sampled_from([PAD, UNK, "a", "b"]), max_size=8))
 
 
-@fuzz(200)
+@fuzz(200, HealthCheck.too_slow)
 @given(
     docs=token_lists,
     min_freq=st.integers(1, 4),
@@ -172,7 +162,7 @@ def test_a_vocabulary_round_trips_through_its_file_and_encodes_identically(
         assert all(UNK_ID <= i < len(vocab) for i in ids.tolist())
 
 
-@fuzz(200)
+@fuzz(200, HealthCheck.too_slow)
 @given(content=st.binary(max_size=300) | json_values.map(json.dumps))
 @example(content=json.dumps({"format": "rnnkit-vocabulary/1"}))
 @example(content=json.dumps({"format": "rnnkit-vocabulary/1", "itos": 5, "tokenizer": {}}))
@@ -195,7 +185,7 @@ def test_a_damaged_vocabulary_file_gives_a_data_error(tmp_path, content):
     assert isinstance(vocab.tokenizer("some text"), list)
 
 
-@fuzz(200)
+@fuzz(200, HealthCheck.too_slow)
 @given(
     texts=st.lists(any_text | file_text | st.text(max_size=3000), max_size=6),
     max_length=st.integers(1, 50),
@@ -219,7 +209,7 @@ def test_encoding_any_text_gives_ids_in_range_and_between_one_and_max_length_tok
 # ------------------------------------------------------------------------------------------- labels
 
 
-@fuzz(300)
+@fuzz(300, HealthCheck.too_slow)
 @given(raw=st.lists(json_scalars | st.floats(), max_size=30), seed=st.integers())
 @example(raw=["nan", "1", "2", "10", "a"], seed=0)
 @example(raw=[float("nan"), 2.0, 1, "1", True, "True"], seed=3)
@@ -249,7 +239,7 @@ csv_labels |= st.sampled_from(["1", "10", "2.5", "True", "x"])
 csv_rows = st.lists(st.tuples(file_text | st.text(max_size=2000), csv_labels), max_size=12)
 
 
-@fuzz(200)
+@fuzz(200, HealthCheck.too_slow)
 @given(rows=csv_rows, quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]))
 @example(rows=[("page one\x0cpage two", "a"), ("line\u2028sep", "b")], quoting=csv.QUOTE_MINIMAL)
 @example(rows=[("x" * 200_000, "long")], quoting=csv.QUOTE_MINIMAL)
@@ -267,7 +257,7 @@ def test_csv_written_by_the_csv_module_loads_back_exactly(tmp_path, rows, quotin
     assert dataset.stats == {"undecodable_docs": 0, "missing_label": 0}
 
 
-@fuzz(300)
+@fuzz(300, HealthCheck.too_slow)
 @given(
     content=st.binary(max_size=500) | file_bytes,
     header=st.sampled_from([b"", b"text,label\n", b"label;text\r\n", b'"text","label","text"\n']),
@@ -285,7 +275,7 @@ def test_any_bytes_as_csv_load_or_give_a_data_error(tmp_path, content, header):
 # -------------------------------------------------------------------------------------------- JSONL
 
 
-@fuzz(200)
+@fuzz(200, HealthCheck.too_slow)
 @given(
     records=st.lists(
         st.fixed_dictionaries(
@@ -315,7 +305,7 @@ def test_jsonl_with_labels_of_any_type_loads_every_labelled_record_and_counts_th
             assert loaded == record["text"] or "\ufffd" in loaded  # lone surrogates are replaced
 
 
-@fuzz(300)
+@fuzz(300, HealthCheck.too_slow)
 @given(content=st.binary(max_size=500) | file_bytes)
 @example(content=b'{"text": "a", "label": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
 @example(content=b'{"text": "a", "label": ' + b"9" * 5000 + b"}\n")
@@ -341,7 +331,7 @@ folder_names = st.text(
 ).filter(lambda name: not name.startswith(".") and len(name.encode("utf-8")) < 100)
 
 
-@fuzz(100)
+@fuzz(100, HealthCheck.too_slow)
 @given(
     classes=st.dictionaries(
         folder_names,
@@ -374,7 +364,7 @@ def test_a_class_folder_tree_loads_every_file_whatever_its_bytes(classes):
 # ------------------------------------------------------------------------------------ prepare_data
 
 
-@fuzz(60)
+@fuzz(60, HealthCheck.too_slow)
 @given(
     rows=st.lists(st.tuples(file_text, st.sampled_from(["a", "b", "c", "7"])), max_size=30),
     kind=st.sampled_from(["csv", "jsonl"]),
@@ -426,7 +416,7 @@ def test_prepare_data_on_small_odd_corpora_gives_valid_splits_or_a_data_error(
 # ----------------------------------------------------------------------------------------- batching
 
 
-@fuzz(200)
+@fuzz(200, HealthCheck.too_slow)
 @given(
     lengths=st.lists(st.integers(1, 30), max_size=80),
     batch_size=st.integers(1, 9),

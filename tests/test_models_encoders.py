@@ -123,7 +123,7 @@ def test_layers_build_the_compiled_loop_before_training_only_if_they_will_use_it
     monkeypatch, cell, kernel, flush, builds
 ):
     calls = []
-    monkeypatch.setattr("rnnkit.models.compiled.extension", lambda: calls.append(1))
+    monkeypatch.setattr("rnnkit.models.kernels.cpp_loop.extension", lambda: calls.append(1))
     torch.set_flush_denormal(flush)  # conftest puts the default back
     RecurrentLayer(cell, 3, 4, bidirectional=True, kernel=kernel).prepare_kernels()
     assert bool(calls) is builds

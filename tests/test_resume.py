@@ -106,6 +106,7 @@ def outcome(run_dir: Path) -> tuple[dict, list[dict]]:
     }, history
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(corpus, uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     start_and_kill(run_dir, corpus, PAUSE_MID_EPOCH, tmp_path)
@@ -113,6 +114,7 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(corp
     assert outcome(run_dir) == outcome(uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly(corpus, uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     start_and_kill(run_dir, corpus, PAUSE_IN_CHECKPOINT_WRITE, tmp_path)
@@ -121,6 +123,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly(corpus, uninter
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(
     corpus, uninterrupted, tmp_path, caplog
 ):
@@ -134,6 +137,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(
     assert outcome(run_dir) == outcome(uninterrupted)
 
 
+@pytest.mark.slow
 def test_resuming_a_run_whose_checkpoints_are_all_damaged_is_refused(corpus, tmp_path, capsys):
     run_dir = tmp_path / "run"
     start_and_kill(run_dir, corpus, PAUSE_MID_EPOCH, tmp_path)

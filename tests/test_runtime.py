@@ -1,4 +1,5 @@
-"""configure_runtime applies a run's device, thread, denormal, memory and determinism settings."""
+"""The process: one device resolution, and configure_runtime's settings applied inside a block and
+put back after it."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import torch
 from rnnkit.config import TrainConfig
 from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.inference import autocast
-from rnnkit.models.kernels import denormals_flushed
 from rnnkit.runtime import (
     amp_dtype,
     configure_runtime,
     cpu_flags,
     cpu_has_native_bfloat16,
+    denormals_flushed,
     resolve_device,
     reuse_large_allocations,
 )
@@ -33,7 +34,7 @@ def restore_torch_settings(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     yield
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
 
 
@@ -45,7 +46,7 @@ def test_auto_resolves_to_cuda_only_when_it_is_available(monkeypatch):
 
 
 def test_cpu_is_always_available():
-    assert configure_runtime(TrainConfig(device="cpu")) == torch.device("cpu")
+    assert resolve_device(TrainConfig(device="cpu").device) == torch.device("cpu")
 
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:0"])
@@ -53,7 +54,7 @@ def test_asking_for_missing_cuda_is_a_one_line_user_error(monkeypatch, name):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     message = re.escape(f"train.device={name} but CUDA is not available")
     with pytest.raises(RnnkitError, match=message) as error:
-        configure_runtime(TrainConfig(device=name))
+        resolve_device(TrainConfig(device=name).device)
     assert "\n" not in str(error.value)
 
 
@@ -72,38 +73,79 @@ def test_anything_else_is_a_config_error():
 
 @pytest.mark.parametrize("flush", [True, False])
 def test_flush_denormal_follows_the_config(flush):
-    configure_runtime(TrainConfig(device="cpu", flush_denormal=flush))
+    with configure_runtime(TrainConfig(device="cpu", flush_denormal=flush)):
+        assert denormals_flushed() is flush
+        assert (torch.tensor(1e-40).mul(1.0).item() == 0.0) is flush
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_denormal_setting_is_read_as_torch_sets_it_also_when_toggled_directly(flush):
+    torch.set_flush_denormal(flush)  # conftest puts the default back
     assert denormals_flushed() is flush
     assert (torch.tensor(1e-40).mul(1.0).item() == 0.0) is flush
 
 
 def test_num_threads_is_set_only_when_positive():
     torch.set_num_threads(2)
-    configure_runtime(TrainConfig(device="cpu", num_threads=0))
-    assert torch.get_num_threads() == 2
-    configure_runtime(TrainConfig(device="cpu", num_threads=1))
-    assert torch.get_num_threads() == 1
+    with configure_runtime(TrainConfig(device="cpu", num_threads=0)):
+        assert torch.get_num_threads() == 2
+    with configure_runtime(TrainConfig(device="cpu", num_threads=1)):
+        assert torch.get_num_threads() == 1
 
 
 def test_deterministic_mode_switches_on_every_determinism_setting():
-    configure_runtime(TrainConfig(device="cpu", deterministic=True))
-    assert torch.are_deterministic_algorithms_enabled()
-    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    with configure_runtime(TrainConfig(device="cpu", deterministic=True)):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
 def test_default_mode_lets_cudnn_pick_the_fastest_algorithms():
-    configure_runtime(TrainConfig(device="cpu", deterministic=False))
-    assert not torch.are_deterministic_algorithms_enabled()
-    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    with configure_runtime(TrainConfig(device="cpu", deterministic=False)):
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 
 @pytest.mark.parametrize("reuse", [True, False])
 def test_reuse_memory_follows_the_config(monkeypatch, reuse):
     calls = []
     monkeypatch.setattr("rnnkit.runtime.reuse_large_allocations", lambda enabled: calls.append(enabled))
-    configure_runtime(TrainConfig(device="cpu", reuse_memory=reuse))
+    with configure_runtime(TrainConfig(device="cpu", reuse_memory=reuse)):
+        pass
     assert calls == ([True] if reuse else [])
+
+
+def test_the_block_puts_back_every_setting_the_caller_had():
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # a notebook user's own choice
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, False
+    cfg = TrainConfig(device="cpu", flush_denormal=True, num_threads=1, deterministic=False)
+    with configure_runtime(cfg):
+        assert denormals_flushed() and torch.get_num_threads() == 1
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    assert not denormals_flushed() and torch.get_num_threads() == 2
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    with configure_runtime(TrainConfig(device="cpu", deterministic=True)):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_the_settings_are_put_back_when_the_block_fails():
+    torch.set_flush_denormal(False)
+    with pytest.raises(KeyboardInterrupt), configure_runtime(TrainConfig(device="cpu", flush_denormal=True)):
+        assert denormals_flushed()
+        raise KeyboardInterrupt
+    assert not denormals_flushed()
+
+
+def test_the_run_says_that_the_malloc_setting_outlives_it(monkeypatch, caplog):
+    monkeypatch.setattr("rnnkit.runtime.reuse_large_allocations", lambda enabled: True)
+    with caplog.at_level("INFO", logger="rnnkit.runtime"), configure_runtime(TrainConfig(device="cpu")):
+        pass
+    assert any("cannot undo" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc malloc setting")

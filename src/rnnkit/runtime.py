@@ -1,19 +1,24 @@
-"""Process-wide torch settings for a run, applied once before the model is built.
+"""The process a run lives in: its device, its CPU's features, and torch's process-wide settings.
 
-These switches change speed (or reproducibility), never the model: flushing denormal floats to
+The settings change speed (or reproducibility), never the model: flushing denormal floats to
 zero avoids a 3-15x slowdown of the CPU backward pass over long documents, where gradients decay
 through hundreds of time steps into the subnormal range; keeping freed memory for reuse avoids
 the page faults of fresh buffers every step; ``cudnn.benchmark`` picks the fastest cuDNN
 algorithms for the shapes seen; deterministic mode trades that speed for bit-identical reruns.
+:func:`configure_runtime` applies them for the duration of a ``with`` block and puts back what the
+caller had, so training from a notebook leaves the process as it found it (except glibc's malloc
+setting, which cannot be undone; see :func:`reuse_large_allocations`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -24,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 CUBLAS_WORKSPACE = ":4096:8"
 """cuBLAS workspace size that makes its reductions deterministic (see the CUDA reproducibility docs)."""
+
+_DENORMAL = 1e-310  # a float64 below the smallest normal double (2.2e-308)
+_ONE = 1.0
 
 
 def resolve_device(name: str, *, local_rank: int = 0, world_size: int = 1) -> torch.device:
@@ -71,6 +79,19 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 
 
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero (``torch.set_flush_denormal``).
+
+    Asked on every LSTM forward pass (:func:`rnnkit.models.kernels.choose_kernel`), so it is read
+    cheaply instead of cached: one float64 product in the interpreter (~30 ns) goes through the
+    same FTZ/DAZ flags of this thread's floating-point unit that torch sets, where a one-element
+    tensor product cost ~8.5 us. It is never stale, also when a caller toggles
+    ``torch.set_flush_denormal`` itself. (Module globals, not literals, so that the compiler cannot
+    fold the product at import time.)
+    """
+    return _DENORMAL * _ONE == 0.0
+
+
 def reuse_large_allocations(enabled: bool) -> bool:
     """Keep freed memory in the process for reuse (``enabled``), or restore glibc's defaults.
 
@@ -80,6 +101,10 @@ def reuse_large_allocations(enabled: bool) -> bool:
     Serving every block from the heap and never trimming it removes that, at the price of keeping
     the peak memory of the run. PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc.
     Returns whether the setting took (False off Linux/glibc).
+
+    This cannot be undone exactly: glibc has no way to read its settings back, and once they are
+    set its adaptive mmap threshold stays off for the life of the process, also after
+    ``reuse_large_allocations(False)`` puts the documented defaults back.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -126,15 +151,34 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
-def configure_runtime(train_cfg: TrainConfig) -> torch.device:
-    """Apply the thread, denormal and determinism settings of ``train_cfg``; return the device."""
-    device = resolve_device(train_cfg.device)
+@contextlib.contextmanager
+def configure_runtime(train_cfg: TrainConfig) -> Iterator[None]:
+    """Apply the thread, denormal, memory and determinism settings of ``train_cfg`` inside the block.
+
+    On exit the caller's denormal flushing, thread count, deterministic-algorithms mode, cuDNN
+    flags and ``CUBLAS_WORKSPACE_CONFIG`` are put back, so ``rnnkit.training.train`` called from a
+    notebook leaves the process as it found it. One thing stays: with ``train.reuse_memory`` (the
+    default) glibc's malloc keeps freed memory for reuse for the rest of the process; glibc cannot
+    undo that (see :func:`reuse_large_allocations`), and the run says so in its log.
+    """
+    saved = _Settings()
+    try:
+        _apply(train_cfg)
+        yield
+    finally:
+        saved.restore()
+
+
+def _apply(train_cfg: TrainConfig) -> None:
     if not torch.set_flush_denormal(train_cfg.flush_denormal) and train_cfg.flush_denormal:
         logger.warning("this CPU cannot flush denormal floats to zero; long documents may train slowly")
     if train_cfg.num_threads > 0:
         torch.set_num_threads(train_cfg.num_threads)
-    if train_cfg.reuse_memory:
-        reuse_large_allocations(True)
+    if train_cfg.reuse_memory and reuse_large_allocations(True):
+        logger.info(
+            "runtime: glibc's malloc now keeps freed memory for reuse in this process, and keeps doing "
+            "so after training (glibc cannot undo it; train.reuse_memory=false leaves malloc alone)"
+        )
     if train_cfg.deterministic:
         # cuBLAS reads this when its handle is created, so it must be set before the first CUDA matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
@@ -146,11 +190,30 @@ def configure_runtime(train_cfg: TrainConfig) -> torch.device:
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
     logger.info(
-        "runtime: device=%s threads=%d flush_denormal=%s reuse_memory=%s deterministic=%s",
-        device,
+        "runtime: threads=%d flush_denormal=%s reuse_memory=%s deterministic=%s",
         torch.get_num_threads(),
         train_cfg.flush_denormal,
         train_cfg.reuse_memory,
         train_cfg.deterministic,
     )
-    return device
+
+
+class _Settings:
+    """The process-wide switches :func:`configure_runtime` changes, read as the caller has them."""
+
+    def __init__(self) -> None:
+        self.flush_denormal = denormals_flushed()
+        self.threads = torch.get_num_threads()
+        self.deterministic = torch.are_deterministic_algorithms_enabled()
+        self.deterministic_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        self.cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        self.cublas_workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+
+    def restore(self) -> None:
+        torch.set_flush_denormal(self.flush_denormal)
+        if torch.get_num_threads() != self.threads:  # resizing the thread pool is not free
+            torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=self.deterministic_warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self.cudnn
+        if self.cublas_workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -25,7 +25,7 @@ from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.io import atomic_write_json, atomic_write_text
 from rnnkit.models import build_model, check_model_name
 from rnnkit.runs import RunDir, open_run
-from rnnkit.runtime import configure_runtime
+from rnnkit.runtime import configure_runtime, resolve_device
 from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from rnnkit.training.loggers import TENSORBOARD_FOLDER, build_loggers
 from rnnkit.training.metrics import confusion, per_class_report, summarize
@@ -64,7 +64,8 @@ def train(
     run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
     if distributed.is_main_process():
         run.create(overwrite=overwrite)
-    return _fit(cfg, run, resuming=False, user_callbacks=callbacks)
+    with configure_runtime(cfg.train):
+        return _fit(cfg, run, resuming=False, user_callbacks=callbacks)
 
 
 def resume(
@@ -79,16 +80,19 @@ def resume(
                 f"--set {override} cannot change a run being resumed; only {', '.join(RESUME_OVERRIDES)} can"
             )
     run = RunDir(run_dir)
-    return _fit(run.load_config(overrides), run, resuming=True, user_callbacks=callbacks)
+    cfg = run.load_config(overrides)
+    with configure_runtime(cfg.train):
+        return _fit(cfg, run, resuming=True, user_callbacks=callbacks)
 
 
 def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, Any]:
     """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split."""
-    device = configure_runtime(RunDir(run_dir).load_config().train)
-    run = open_run(run_dir, device)  # before the data: a bad checkpoint fails fast
-    train_cfg = run.config.train
-    dataset = run.load_split(split)
-    predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
+    train_cfg = RunDir(run_dir).load_config().train
+    device = resolve_device(train_cfg.device)
+    with configure_runtime(train_cfg):
+        run = open_run(run_dir, device)  # before the data: a bad checkpoint fails fast
+        dataset = run.load_split(split)
+        predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
     text, _ = per_class_report(predictions, run.label_names)
     return {
         "split": split,
@@ -126,7 +130,6 @@ def seed_everything(seed: int) -> None:
 
 
 def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[Callback]) -> dict[str, Any]:
-    configure_runtime(cfg.train)
     _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
     data = run.prepare_data(cfg)
     if len(data.validation) == 0:

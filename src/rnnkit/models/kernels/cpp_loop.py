@@ -1,4 +1,4 @@
-"""rnnkit's compiled CPU recurrence: ``csrc/recurrence.cpp``, built once per machine on first use.
+"""rnnkit's compiled C++ time loop: ``csrc/recurrence.cpp``, built once per machine on first use.
 
 The time loop of a recurrent layer is one small matrix product per step plus element-wise gate
 maths. Written in Python that maths costs about ten op dispatches per step, more than the product
@@ -13,7 +13,7 @@ On CPUs with native bfloat16 (AVX512-BF16, AMX) those products are 2-7x faster t
 The extension is compiled with the machine's C++ compiler through
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``), once per source version and torch version. Without a compiler,
-:func:`extension` returns None and rnnkit runs its Python kernels instead.
+:func:`extension` returns None and rnnkit runs its Python loop or the torch module instead.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def extension() -> ModuleType | None:
     except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
         reason = " ".join(str(error).split())[:300]
         logger.warning(
-            "rnnkit's compiled CPU kernels are unavailable (%s); using the slower Python kernels. "
+            "rnnkit's compiled CPU kernels are unavailable (%s); using the slower Python loop. "
             "Install a C++ compiler (g++) and ninja to enable them.",
             reason,
         )
@@ -104,7 +104,7 @@ def is_plain_layer(module: nn.Module) -> bool:
 
 
 def supports(module: nn.RNNBase, inputs: Tensor) -> bool:
-    """Whether :func:`compiled_recurrent` computes what ``module(inputs)`` computes."""
+    """Whether :func:`run` computes what ``module(inputs)`` computes."""
     return (
         is_plain_layer(module)
         and inputs.device.type == "cpu"
@@ -122,7 +122,7 @@ def compute_dtype() -> torch.dtype:
     return torch.float32
 
 
-def compiled_recurrent(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+def run(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Hidden states ``(batch, time, hidden)`` of ``module`` over ``inputs``, float32.
 
     ``dtype`` is the matrix-product dtype (default: :func:`compute_dtype`). Raises if the extension
@@ -131,7 +131,7 @@ def compiled_recurrent(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | 
     ext = extension()
     if ext is None or not supports(module, inputs):
         raise ValueError(
-            "compiled_recurrent needs the compiled extension and a single-layer, unidirectional, "
+            "the C++ loop needs the compiled extension and a single-layer, unidirectional, "
             "batch_first nn.RNN/LSTM/GRU on CPU with float32 weights"
         )
     dtype = dtype or compute_dtype()

@@ -2,7 +2,7 @@
 //
 // Everything that does not depend on the previous time step (the input projection of all steps,
 // the weight and input gradients) is a few large matrix products in Python
-// (rnnkit/models/compiled.py). What is left is a loop over time with one small matrix product per
+// (rnnkit/models/kernels/cpp_loop.py). What is left is a loop over time with one small matrix product per
 // step. In Python each step also pays about ten dispatches of small element-wise ops, more than the
 // product itself costs; here each step is one product plus one fused, vectorised pass. The passes
 // also do the work that would otherwise be extra sweeps over (time, batch, gates) buffers in memory
@@ -18,6 +18,7 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -35,17 +36,26 @@ inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
 template <typename Low>
 inline Low from_float(float x) { return static_cast<Low>(x); }
 
+// The loops read raw pointers: every tensor must be contiguous, of the expected dtype and shape.
 void check(const at::Tensor& tensor, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(tensor.is_contiguous() && tensor.scalar_type() == dtype, name, " must be a contiguous ",
-              c10::toString(dtype), " tensor");
+  TORCH_CHECK(tensor.scalar_type() == dtype, name, " must be a ", c10::toString(dtype), " tensor, got ",
+              c10::toString(tensor.scalar_type()));
+  TORCH_CHECK(tensor.is_contiguous(), name, " must be contiguous");
 }
 
-// One step's recurrent product: out = lhs @ rhs, all in `Low`; `rhs` is (K, N).
+void check(const at::Tensor& tensor, at::ScalarType dtype, at::IntArrayRef shape, const char* name) {
+  check(tensor, dtype, name);
+  TORCH_CHECK(tensor.sizes() == shape, name, " must have shape ", shape, ", got ", tensor.sizes());
+}
+
+// One step's recurrent product: out = lhs @ rhs, all in `Low`; `rhs` is (K, N). The struct owns a
+// reference to `rhs` (a tensor handle, not a C++ reference), so it can never outlive its operand.
 template <typename Low>
 struct StepProduct {
-  const at::Tensor& rhs;
+  at::Tensor rhs;
   at::Tensor out;
-  StepProduct(const at::Tensor& rhs_, int64_t batch) : rhs(rhs_), out(at::empty({batch, rhs_.size(1)}, rhs_.options())) {}
+  StepProduct(at::Tensor rhs_, int64_t batch)
+      : rhs(std::move(rhs_)), out(at::empty({batch, rhs.size(1)}, rhs.options())) {}
   const Low* run(const at::Tensor& lhs) {
     at::mm_out(out, lhs, rhs);
     return out.data_ptr<Low>();
@@ -350,25 +360,46 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
 
 // ------------------------------------------------------------------------------------ dispatch
 
-// The product dtype is the dtype of `low` (the projection forwards, the recurrent weight backwards).
+// Runs `fn` with the C++ type of the product dtype (checked by product_dtype before).
 template <typename Fn>
 auto by_product_dtype(const at::Tensor& low, Fn&& fn) {
-  TORCH_CHECK(low.scalar_type() == at::kFloat || low.scalar_type() == at::kBFloat16,
-              "matrix products run in float32 or bfloat16, not ", c10::toString(low.scalar_type()));
   if (low.scalar_type() == at::kBFloat16) return fn(at::BFloat16{});
   return fn(float{});
 }
 
-void check_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t, int64_t gates) {
-  TORCH_CHECK(proj.dim() == 3 && proj.size(2) % gates == 0, "proj must be (time, batch, ", gates, " * hidden)");
-  check(proj, proj.scalar_type(), "proj");
-  check(bias, at::kFloat, "bias");
-  check(w_hh_t, proj.scalar_type(), "the recurrent weight");
+at::ScalarType product_dtype(const at::Tensor& low, const char* name) {
+  const at::ScalarType dtype = low.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, name,
+              ": matrix products run in float32 or bfloat16, not ", c10::toString(dtype));
+  return dtype;
 }
 
-void check_backward(const at::Tensor& grad_out, const at::Tensor& w_hh) {
+// proj (T, B, gates * H) in the product dtype; bias (gates * H) float; w_hh_t (H, gates * H) in the
+// product dtype. Returns H.
+int64_t check_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t, int64_t gates) {
+  TORCH_CHECK(proj.dim() == 3 && proj.size(2) % gates == 0, "proj must be (time, batch, ", gates, " * hidden)");
+  const int64_t H = proj.size(2) / gates;
+  const at::ScalarType low = product_dtype(proj, "proj");
+  check(proj, low, "proj");
+  check(bias, at::kFloat, {gates * H}, "bias");
+  check(w_hh_t, low, {H, gates * H}, "the transposed recurrent weight");
+  return H;
+}
+
+// grad_out (T, B, H) float; w_hh (gates * H, H) in the product dtype. Returns grad_out's sizes.
+std::vector<int64_t> check_backward(const at::Tensor& grad_out, const at::Tensor& w_hh, int64_t gates) {
+  TORCH_CHECK(grad_out.dim() == 3, "grad_out must be (time, batch, hidden)");
+  const int64_t H = grad_out.size(2);
   check(grad_out, at::kFloat, "grad_out");
-  check(w_hh, w_hh.scalar_type(), "the recurrent weight");
+  check(w_hh, product_dtype(w_hh, "the recurrent weight"), {gates * H, H}, "the recurrent weight");
+  return grad_out.sizes().vec();
+}
+
+// What the forward pass kept, for a backward over grad_out (T, B, H): float tensors of (T + extra,
+// B, width * H).
+void check_kept(const at::Tensor& kept, const std::vector<int64_t>& grad_shape, int64_t extra, int64_t width,
+                const char* name) {
+  check(kept, at::kFloat, {grad_shape[0] + extra, grad_shape[1], width * grad_shape[2]}, name);
 }
 
 }  // namespace
@@ -380,18 +411,23 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("lstm_backward", [](const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& c,
                             const at::Tensor& w_hh) {
-    check_backward(grad_out, w_hh);
+    const auto shape = check_backward(grad_out, w_hh, 4);
+    check_kept(gates, shape, 0, 4, "the activated gates");
+    check_kept(c, shape, 1, 1, "the cell states");
     return by_product_dtype(w_hh, [&](auto low) { return lstm_backward<decltype(low)>(grad_out, gates, c, w_hh); });
   });
   m.def("gru_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& b_hn,
                           const at::Tensor& w_hh_t) {
-    check_forward(proj, bias, w_hh_t, 3);
-    check(b_hn, at::kFloat, "b_hn");
+    const int64_t H = check_forward(proj, bias, w_hh_t, 3);
+    check(b_hn, at::kFloat, {H}, "b_hn");
     return by_product_dtype(proj, [&](auto low) { return gru_forward<decltype(low)>(proj, bias, b_hn, w_hh_t); });
   });
   m.def("gru_backward", [](const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& hn,
                            const at::Tensor& h, const at::Tensor& w_hh) {
-    check_backward(grad_out, w_hh);
+    const auto shape = check_backward(grad_out, w_hh, 3);
+    check_kept(gates, shape, 0, 3, "the activated gates");
+    check_kept(hn, shape, 0, 1, "the kept h W_hn + b_hn");
+    check_kept(h, shape, 1, 1, "the hidden states");
     return by_product_dtype(w_hh, [&](auto low) { return gru_backward<decltype(low)>(grad_out, gates, hn, h, w_hh); });
   });
   m.def("rnn_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t, bool relu) {
@@ -399,7 +435,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return by_product_dtype(proj, [&](auto low) { return rnn_forward<decltype(low)>(proj, bias, w_hh_t, relu); });
   });
   m.def("rnn_backward", [](const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w_hh, bool relu) {
-    check_backward(grad_out, w_hh);
+    const auto shape = check_backward(grad_out, w_hh, 1);
+    check_kept(h, shape, 1, 1, "the hidden states");
     return by_product_dtype(w_hh, [&](auto low) { return rnn_backward<decltype(low)>(grad_out, h, w_hh, relu); });
   });
 }

@@ -10,13 +10,12 @@ Without a C++ compiler these tests skip, unless ``RNNKIT_REQUIRE_COMPILED`` is s
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch import nn
 
-from rnnkit.models import compiled
+from rnnkit.models.kernels import cpp_loop
+from rnnkit.runtime import denormals_flushed
 
 CELLS = {
     "lstm": lambda i, h, **kw: nn.LSTM(i, h, batch_first=True, **kw),
@@ -29,10 +28,8 @@ BFLOAT16_RELATIVE = 0.03
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _extension():
-    if compiled.extension() is None:
-        if os.environ.get("RNNKIT_REQUIRE_COMPILED"):
-            pytest.fail("the compiled extension could not be built (see the warning above)")
+def _extension(compiled_extension):
+    if compiled_extension is None:
         pytest.skip("no C++ compiler: the compiled kernels are unavailable")
 
 
@@ -48,7 +45,7 @@ def _reference(module, inputs, grad_out):
 
 
 def _compiled(dtype):
-    return lambda m, x: compiled.compiled_recurrent(m, x, dtype)
+    return lambda m, x: cpp_loop.run(m, x, dtype)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-T{}-I{}-H{}".format(*s))
@@ -92,9 +89,9 @@ def test_autocast_selects_bfloat16_products():
     module = CELLS["gru"](4, 8)
     inputs = torch.randn(2, 30, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = compiled.compiled_recurrent(module, inputs)
-    exact = compiled.compiled_recurrent(module, inputs)
-    torch.testing.assert_close(mixed, compiled.compiled_recurrent(module, inputs, torch.bfloat16))
+        mixed = cpp_loop.run(module, inputs)
+    exact = cpp_loop.run(module, inputs)
+    torch.testing.assert_close(mixed, cpp_loop.run(module, inputs, torch.bfloat16))
     assert not torch.equal(mixed, exact)  # bfloat16 rounding shows
     torch.testing.assert_close(mixed, exact, atol=0.03, rtol=0)
 
@@ -116,7 +113,7 @@ def test_frozen_inputs_and_weights_get_no_gradient(cell):
     module = CELLS[cell](3, 4)
     module.weight_ih_l0.requires_grad_(False)
     inputs = torch.randn(2, 5, 3)  # e.g. a frozen embedding: no gradient w.r.t. the inputs
-    compiled.compiled_recurrent(module, inputs, torch.float32).sum().backward()
+    cpp_loop.run(module, inputs, torch.float32).sum().backward()
     assert module.weight_ih_l0.grad is None
     assert module.weight_hh_l0.grad is not None
 
@@ -136,7 +133,7 @@ def test_long_padded_sequences_stay_finite_forwards_and_backwards():
     torch.manual_seed(5)
     module = CELLS["lstm"](5, 8)
     inputs = torch.cat([torch.randn(2, 3, 5) * 10, torch.zeros(2, 300, 5)], dim=1).requires_grad_()
-    out = compiled.compiled_recurrent(module, inputs, torch.float32)
+    out = cpp_loop.run(module, inputs, torch.float32)
     out[:, 2].sum().backward()
     assert torch.isfinite(out).all()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters())
@@ -147,24 +144,53 @@ def test_runs_in_inference_mode():
     module = CELLS["lstm"](3, 4)
     inputs = torch.randn(2, 5, 3)
     with torch.inference_mode():
-        out = compiled.compiled_recurrent(module, inputs, torch.float32)
+        out = cpp_loop.run(module, inputs, torch.float32)
     torch.testing.assert_close(out, module(inputs)[0].detach(), atol=1e-5, rtol=1e-4)
 
 
 def test_loading_the_library_leaves_the_denormal_mode_alone():
-    from rnnkit.models.kernels import denormals_flushed
 
     torch.set_flush_denormal(False)  # conftest puts the default back
-    assert compiled.extension() is not None
+    assert cpp_loop.extension() is not None
     assert not denormals_flushed()
 
 
 def test_refuses_modules_it_cannot_reproduce():
     bidirectional = nn.LSTM(3, 4, batch_first=True, bidirectional=True)
-    assert not compiled.supports(bidirectional, torch.randn(1, 2, 3))
-    assert not compiled.supports(nn.GRU(3, 4, num_layers=2, batch_first=True), torch.randn(1, 2, 3))
-    assert not compiled.supports(nn.LSTM(3, 4, batch_first=True, proj_size=2), torch.randn(1, 2, 3))
-    assert not compiled.supports(nn.RNN(3, 4), torch.randn(1, 2, 3))  # time-major
-    assert not compiled.supports(nn.RNN(3, 4, batch_first=True).double(), torch.randn(1, 2, 3).double())
+    assert not cpp_loop.supports(bidirectional, torch.randn(1, 2, 3))
+    assert not cpp_loop.supports(nn.GRU(3, 4, num_layers=2, batch_first=True), torch.randn(1, 2, 3))
+    assert not cpp_loop.supports(nn.LSTM(3, 4, batch_first=True, proj_size=2), torch.randn(1, 2, 3))
+    assert not cpp_loop.supports(nn.RNN(3, 4), torch.randn(1, 2, 3))  # time-major
+    assert not cpp_loop.supports(nn.RNN(3, 4, batch_first=True).double(), torch.randn(1, 2, 3).double())
     with pytest.raises(ValueError, match="single-layer"):
-        compiled.compiled_recurrent(bidirectional, torch.randn(1, 2, 3))
+        cpp_loop.run(bidirectional, torch.randn(1, 2, 3))
+
+
+def test_the_loops_refuse_inputs_they_would_misread_instead_of_reading_past_them():
+    ext = cpp_loop.extension()
+    proj, bias, w_hh_t = torch.randn(5, 2, 16), torch.zeros(16), torch.randn(4, 16)
+    gates, _, c, _ = ext.lstm_forward(proj, bias, w_hh_t)
+    grad_out, w_hh = torch.randn(5, 2, 4), w_hh_t.t().contiguous()
+    ext.lstm_backward(grad_out, gates, c, w_hh)  # what the forward pass kept fits
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        ext.lstm_forward(proj.double(), bias, w_hh_t)
+    with pytest.raises(
+        RuntimeError, match="the transposed recurrent weight must be a Float tensor, got BFloat16"
+    ):
+        ext.lstm_forward(proj, bias, w_hh_t.bfloat16())
+    with pytest.raises(RuntimeError, match="the activated gates must have shape"):
+        ext.lstm_backward(grad_out, gates[:-1], c, w_hh)
+    with pytest.raises(RuntimeError, match="the cell states must have shape"):
+        ext.lstm_backward(grad_out, gates, c[1:], w_hh)
+    with pytest.raises(RuntimeError, match="the recurrent weight must have shape"):
+        ext.lstm_backward(grad_out, gates, c, w_hh_t)
+    with pytest.raises(RuntimeError, match="grad_out must be contiguous"):
+        ext.lstm_backward(grad_out.transpose(0, 1), gates, c, w_hh)
+    gru_gates, gru_h, hn, _ = ext.gru_forward(
+        torch.randn(5, 2, 12), torch.zeros(12), torch.zeros(4), torch.randn(4, 12)
+    )
+    with pytest.raises(RuntimeError, match="the hidden states must have shape"):
+        ext.gru_backward(grad_out, gru_gates, hn, gru_h[1:], torch.randn(12, 4))
+    rnn_h, _ = ext.rnn_forward(torch.randn(5, 2, 4), torch.zeros(4), torch.randn(4, 4), False)
+    with pytest.raises(RuntimeError, match="the hidden states must have shape"):
+        ext.rnn_backward(grad_out, rnn_h[:-1], torch.randn(4, 4), False)
