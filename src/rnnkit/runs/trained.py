@@ -1,0 +1,96 @@
+"""A trained run, opened: the one path from a run folder to a model that reads text as in training.
+
+Predict, evaluate, and everything else that starts from a finished run (explain, export, serve)
+calls :func:`open_run` and gets the config, the vocabulary with its tokenizer, the label names and
+the best model, rebuilt through the model registry and in eval mode.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from rnnkit.config import Config
+from rnnkit.data import EncodedDataset, Tokenizer, Vocabulary
+from rnnkit.models import build_model
+from rnnkit.runs.folder import RunDir
+from rnnkit.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from rnnkit.predict import Predictor
+
+
+@dataclass
+class TrainedRun:
+    """Everything a run folder holds for using its best model, loaded once."""
+
+    path: Path
+    config: Config
+    vocab: Vocabulary
+    tokenizer: Tokenizer
+    """The tokenizer saved with the vocabulary: new text is split exactly as in training."""
+    label_names: list[str]
+    model: nn.Module
+    """The best weights, in eval mode on ``device``."""
+    max_length: int
+    """Tokens kept per document, as in training."""
+    device: torch.device
+    record: dict[str, Any] = field(default_factory=dict)
+    """The history row of the best epoch (``epoch``, validation metrics...)."""
+
+    def predictor(self, batch_size: int | None = None) -> Predictor:
+        """A :class:`~rnnkit.predict.Predictor` over this run (batch size: ``train.eval_batch_size``)."""
+        from rnnkit.predict import Predictor
+
+        return Predictor(
+            self.model,
+            self.vocab,
+            self.label_names,
+            max_length=self.max_length,
+            tokenizer=self.tokenizer,
+            device=self.device,
+            batch_size=batch_size or self.config.train.eval_batch_size,
+        )
+
+    def load_split(self, split: str) -> EncodedDataset:
+        """The ``train``, ``validation`` or ``test`` part of the run's own data, as it was trained on."""
+        data = RunDir(self.path).prepare_data(self.config)
+        return {"train": data.train, "validation": data.validation, "test": data.test}[split]
+
+
+def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
+    """The best model of a finished (or running) run, on ``device`` (``cpu``, ``cuda``, ``auto``...).
+
+    A folder that is not a run, or a run without a finished epoch, is a one-line
+    :class:`~rnnkit.errors.CheckpointError`.
+    """
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    best = run.checkpoints.load_best()
+    sizes = best.meta["model"]
+    model = build_model(
+        cfg.model,
+        vocab_size=sizes["vocab_size"],
+        num_classes=sizes["num_classes"],
+        embedding_dim=sizes["embedding_dim"],
+        freeze_embeddings=cfg.embeddings.freeze,
+    )
+    model.load_state_dict(best.section("model"))
+    vocab = run.load_vocab()
+    return TrainedRun(
+        path=run.path,
+        config=cfg,
+        vocab=vocab,
+        tokenizer=vocab.tokenizer,
+        label_names=run.load_labels(),
+        model=model.to(target).eval(),
+        max_length=cfg.data.max_length,
+        device=target,
+        record=best.meta["record"],
+    )
