@@ -8,8 +8,9 @@ so a truncated or bit-flipped file is detected instead of silently training on g
 
 A run keeps two kinds: ``best.safetensors`` holds the best weights with what rebuilding the model
 needs (:func:`model_checkpoint`); the resumable training state lives in ``last.safetensors``, and
-before it is replaced, the current one becomes ``previous.safetensors``. Every write is atomic (tmp file + rename), and if ``last`` is damaged
-anyway, :meth:`CheckpointStore.load_latest` moves it aside and falls back to ``previous``.
+before it is replaced, the current one becomes ``previous.safetensors``. Every write is atomic
+(tmp file + rename), and if ``last`` is damaged anyway, :meth:`CheckpointStore.load_latest`
+moves it aside and falls back to ``previous``.
 """
 
 from __future__ import annotations
