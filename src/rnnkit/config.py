@@ -55,8 +55,10 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     max_length: int = _at_least(400, 1)
+    tokenizer: str = "regex"
     lowercase: bool = True
     token_pattern: str = DEFAULT_TOKEN_PATTERN
+    char_ngrams: int = _at_least(1, 1)
     min_freq: int = _at_least(2, 1)
     max_vocab: int | None = _at_least(50000, 2)
     cache_dir: str = "~/.cache/rnnkit"

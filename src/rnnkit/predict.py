@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnkit.data import Tokenizer, Vocabulary, encode_texts
+from rnnkit.data import TextTokenizer, Vocabulary, encode_texts
 from rnnkit.inference import predict_dataset
 
 
@@ -27,7 +27,7 @@ class Predictor:
         label_names: Sequence[str],
         *,
         max_length: int,
-        tokenizer: Tokenizer | None = None,
+        tokenizer: TextTokenizer | None = None,
         device: torch.device | str = "cpu",
         batch_size: int = 256,
     ) -> None:

@@ -31,7 +31,8 @@ from rnnkit.data.batching import EncodedDataset
 from rnnkit.data.cache import cache_root, fingerprint, path_identity
 from rnnkit.data.corpus import TextDataset, load_user_data, split_indices
 from rnnkit.data.newsgroups import load_20newsgroups
-from rnnkit.data.text import UNK_ID, Tokenizer, Vocabulary
+from rnnkit.data.text import UNK_ID, Vocabulary
+from rnnkit.data.tokenizers import TextTokenizer, build_tokenizer
 from rnnkit.data.vectors import build_embeddings
 from rnnkit.errors import DataError
 from rnnkit.io import atomic_write_bytes, atomic_write_json
@@ -52,7 +53,7 @@ class PreparedData:
     validation: EncodedDataset
     test: EncodedDataset
     vocab: Vocabulary
-    tokenizer: Tokenizer
+    tokenizer: TextTokenizer
     label_names: list[str]
     embeddings: torch.Tensor | None
     stats: dict[str, Any]
@@ -70,7 +71,7 @@ class _Corpus:
 
 
 def encode_texts(
-    texts: Sequence[str], vocab: Vocabulary, tokenizer: Tokenizer | None = None, max_length: int = 400
+    texts: Sequence[str], vocab: Vocabulary, tokenizer: TextTokenizer | None = None, max_length: int = 400
 ) -> EncodedDataset:
     """New raw texts as an :class:`EncodedDataset` (labels all 0) for prediction.
 
@@ -89,7 +90,7 @@ def prepare_data(cfg: Config) -> PreparedData:
     """Load (or reuse from cache), split, tokenise and encode the data; attach embeddings."""
     data = cfg.data
     root = cache_root(data.cache_dir)
-    tokenizer = Tokenizer(lowercase=data.lowercase, pattern=data.token_pattern)
+    tokenizer = build_tokenizer(data)
     corpus = _cached_corpus(cfg, tokenizer, root)
     datasets = {
         name: EncodedDataset(corpus.sequences[name], corpus.labels[name], data.max_length) for name in SPLITS
@@ -133,9 +134,10 @@ def _source_identity(cfg: Config) -> Any:
     return path_identity(data.path)
 
 
-def _cached_corpus(cfg: Config, tokenizer: Tokenizer, root: Path) -> _Corpus:
+def _cached_corpus(cfg: Config, tokenizer: TextTokenizer, root: Path) -> _Corpus:
     settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "max_length")}
-    key = fingerprint(_CACHE_VERSION, settings, _source_identity(cfg), cfg.train.seed)
+    identity = (_source_identity(cfg), tokenizer.cache_identity())
+    key = fingerprint(_CACHE_VERSION, settings, identity, cfg.train.seed)
     folder = root / "corpus" / key
     if (folder / "meta.json").exists():
         logger.info("tokenised corpus from cache %s", folder)
@@ -182,7 +184,7 @@ def _with_stats(dataset: TextDataset, stats: dict[str, int]) -> TextDataset:
     return dataset
 
 
-def _build_corpus(cfg: Config, tokenizer: Tokenizer) -> _Corpus:
+def _build_corpus(cfg: Config, tokenizer: TextTokenizer) -> _Corpus:
     data = cfg.data
     pool, test = _load_documents(cfg)
     if len(pool) == 0:

@@ -1,18 +1,17 @@
-"""Tokeniser and vocabulary, saved together so a trained model reads new text exactly as in training."""
+"""The vocabulary, saved with its tokenizer so a trained model reads new text exactly as in training."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rnnkit.config import DEFAULT_TOKEN_PATTERN
+from rnnkit.data.tokenizers import RegexTokenizer, TextTokenizer, tokenizer_from_dict
 from rnnkit.errors import DataError
 from rnnkit.io import atomic_write_json
 
@@ -23,40 +22,8 @@ PAD_ID, UNK_ID = 0, 1
 _FORMAT = "rnnkit-vocabulary/1"
 
 
-@dataclass(frozen=True)
-class Tokenizer:
-    """Lowercase (optionally), then keep every match of a regex: one token per match."""
-
-    lowercase: bool = True
-    pattern: str = DEFAULT_TOKEN_PATTERN
-    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        try:
-            regex = re.compile(self.pattern)
-        except (re.error, OverflowError, RecursionError) as error:  # a{99999999999}, deep nesting
-            raise DataError(f"data.token_pattern {self.pattern!r} is not a valid regex: {error}") from None
-        if regex.groups:
-            # findall would return the groups instead of whole tokens.
-            raise DataError("data.token_pattern must not contain capturing groups; use (?:...) instead")
-        object.__setattr__(self, "_regex", regex)
-
-    def __call__(self, text: str) -> list[str]:
-        # filter: a pattern that can match nothing (``a*``, ``\b``) must not yield empty tokens.
-        return list(filter(None, self._regex.findall(text.lower() if self.lowercase else text)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"lowercase": self.lowercase, "pattern": self.pattern}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
-        if not (
-            isinstance(data, dict)
-            and isinstance(data.get("lowercase"), bool)
-            and isinstance(data.get("pattern"), str)
-        ):
-            raise DataError("a saved tokenizer needs 'lowercase' (true/false) and 'pattern' (a string)")
-        return cls(lowercase=data["lowercase"], pattern=data["pattern"])
+Tokenizer = RegexTokenizer
+"""The default tokenizer, under the name it had before there were others."""
 
 
 class Vocabulary:
@@ -65,14 +32,14 @@ class Vocabulary:
     pad_id = PAD_ID
     unk_id = UNK_ID
 
-    def __init__(self, itos: Sequence[str], tokenizer: Tokenizer | None = None) -> None:
+    def __init__(self, itos: Sequence[str], tokenizer: TextTokenizer | None = None) -> None:
         if list(itos[:2]) != [PAD, UNK]:
             raise DataError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {list(itos[:2])}")
         self.itos: list[str] = list(itos)
         self.stoi: dict[str, int] = {token: index for index, token in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise DataError("a vocabulary must not contain the same token twice")
-        self.tokenizer = tokenizer or Tokenizer()
+        self.tokenizer: TextTokenizer = tokenizer or RegexTokenizer()
 
     @classmethod
     def build(
@@ -81,7 +48,7 @@ class Vocabulary:
         *,
         min_freq: int = 2,
         max_size: int | None = 50000,
-        tokenizer: Tokenizer | None = None,
+        tokenizer: TextTokenizer | None = None,
     ) -> Vocabulary:
         """Keep tokens seen at least ``min_freq`` times, most frequent first (ties alphabetical).
 
@@ -128,7 +95,7 @@ class Vocabulary:
         itos = data.get("itos")
         if not isinstance(itos, list) or not all(isinstance(token, str) for token in itos):
             raise DataError("a saved vocabulary needs 'itos', a list of token strings")
-        return cls(itos, Tokenizer.from_dict(data.get("tokenizer")))
+        return cls(itos, tokenizer_from_dict(data.get("tokenizer")))
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rnnkit.config import Config
-from rnnkit.data import EncodedDataset, Tokenizer, Vocabulary
+from rnnkit.data import EncodedDataset, TextTokenizer, Vocabulary
 from rnnkit.models import build_model
 from rnnkit.runs.folder import RunDir
 from rnnkit.runtime import resolve_device
@@ -32,7 +32,7 @@ class TrainedRun:
     path: Path
     config: Config
     vocab: Vocabulary
-    tokenizer: Tokenizer
+    tokenizer: TextTokenizer
     """The tokenizer saved with the vocabulary: new text is split exactly as in training."""
     label_names: list[str]
     model: nn.Module

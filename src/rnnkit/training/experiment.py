@@ -20,6 +20,7 @@ import torch
 
 from rnnkit import __version__, distributed
 from rnnkit.config import Config
+from rnnkit.data.tokenizers import names_a_file
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.io import atomic_write_json, atomic_write_text
@@ -111,8 +112,12 @@ def absolute_paths(cfg: Config) -> Config:
     def absolute(value: str | None) -> str | None:
         return None if value is None else os.path.abspath(os.path.expanduser(value))
 
+    tokenizer = cfg.data.tokenizer
+    if names_a_file(tokenizer):
+        tokenizer = absolute(tokenizer) or tokenizer
     data = dataclasses.replace(
         cfg.data,
+        tokenizer=tokenizer,
         archive=absolute(cfg.data.archive),
         path=absolute(cfg.data.path),
         data_home=absolute(cfg.data.data_home),
