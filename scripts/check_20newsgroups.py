@@ -1,4 +1,4 @@
-"""Check that rnnkit's 20 Newsgroups loader returns exactly what scikit-learn returns for an archive.
+"""Check that rnnkit's own 20 Newsgroups reader returns exactly what scikit-learn returns for an archive.
 
 scikit-learn is fed the same archive through its own download code path: only the network fetch
 (``_fetch_remote``) is replaced by a copy of the local file, so extraction, ``load_files``, caching,
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         sklearn_load = sklearn_loader(args.archive, Path(tmp) / "sklearn")
         for subset, remove in CASES:
             common = {"subset": subset, "remove": remove, "categories": args.categories}
-            ours = load_20newsgroups(**common, archive=args.archive, cache_dir=Path(tmp) / "rnnkit")
+            ours = load_20newsgroups(**common, archive=args.archive)
             theirs = sklearn_load(**common)
             problems = compare(ours, theirs)
             failures += bool(problems)

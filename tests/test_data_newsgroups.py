@@ -1,4 +1,8 @@
-"""20 Newsgroups from a local archive: identical to scikit-learn, offline errors that help."""
+"""20 Newsgroups from a local archive: identical to scikit-learn, offline errors that help.
+
+scikit-learn is fed the same archive through its own download path (only the network fetch is
+replaced by a copy of the file), so extraction, load_files, cleaning and shuffling are its own.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ def _no_cache_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 GROUPS = ("alt.atheism", "comp.graphics", "sci.space")
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "20news-sample.tar.gz"
 
 
 def _post(group: str, number: int) -> bytes:
@@ -65,12 +70,50 @@ def _sklearn(archive: Path, data_home: Path, **kwargs):
         return fetch_20newsgroups(data_home=str(data_home), **kwargs)
 
 
+@pytest.fixture(scope="module")
+def sklearn_sample(tmp_path_factory: pytest.TempPathFactory):
+    """scikit-learn's own loader of the shipped sample (its cache is built once per module)."""
+    home = tmp_path_factory.mktemp("sklearn")
+    return lambda **kwargs: _sklearn(SAMPLE, home, **kwargs)
+
+
+@pytest.mark.parametrize("subset", ["train", "test", "all"])
+@pytest.mark.parametrize(
+    "remove", [(), ("headers",), ("footers",), ("quotes",), ("headers", "footers", "quotes")]
+)
+def test_the_shipped_sample_loads_exactly_what_sklearn_loads(
+    sklearn_sample, subset: str, remove: tuple
+) -> None:
+    ours = load_20newsgroups(subset, remove=remove, archive=SAMPLE)
+    theirs = sklearn_sample(subset=subset, remove=remove)
+    assert ours.texts == theirs.data
+    assert np.array_equal(ours.labels, theirs.target)
+    assert ours.label_names == theirs.target_names
+
+
+@pytest.mark.parametrize(
+    ("categories", "seed"), [(["sci.space", "comp.graphics"], 7), (["rec.sport.hockey"], None)]
+)
+def test_the_sample_with_categories_and_seeds_matches_sklearn(sklearn_sample, categories, seed) -> None:
+    kwargs = {"subset": "all", "categories": categories, "remove": ("quotes",)}
+    if seed is None:  # an unshuffled corpus: scikit-learn's own order
+        ours, theirs = (
+            load_20newsgroups(**kwargs, shuffle=False, archive=SAMPLE),
+            sklearn_sample(**kwargs, shuffle=False),
+        )
+    else:
+        ours = load_20newsgroups(**kwargs, random_state=seed, archive=SAMPLE)
+        theirs = sklearn_sample(**kwargs, random_state=seed)
+    assert ours.texts == theirs.data and ours.label_names == theirs.target_names
+    assert np.array_equal(ours.labels, theirs.target)
+
+
 @pytest.mark.parametrize("subset", ["train", "test", "all"])
 @pytest.mark.parametrize("remove", [(), ("headers",), ("headers", "footers", "quotes")])
 def test_archive_loads_exactly_what_sklearn_loads(
     archive: Path, tmp_path: Path, subset: str, remove: tuple
 ) -> None:
-    ours = load_20newsgroups(subset, remove=remove, archive=archive, cache_dir=tmp_path / "rnnkit")
+    ours = load_20newsgroups(subset, remove=remove, archive=archive)
     theirs = _sklearn(archive, tmp_path / "sklearn", subset=subset, remove=remove)
     assert ours.texts == theirs.data
     assert np.array_equal(ours.labels, theirs.target)
@@ -79,7 +122,7 @@ def test_archive_loads_exactly_what_sklearn_loads(
 
 def test_categories_and_unshuffled_order_match_sklearn(archive: Path, tmp_path: Path) -> None:
     kwargs = {"subset": "train", "categories": ["sci.space", "alt.atheism"], "shuffle": False}
-    ours = load_20newsgroups(**kwargs, archive=archive, cache_dir=tmp_path)
+    ours = load_20newsgroups(**kwargs, archive=archive)
     theirs = _sklearn(archive, tmp_path / "sklearn", **kwargs)
     assert ours.texts == theirs.data and ours.label_names == ["alt.atheism", "sci.space"]
     assert np.array_equal(ours.labels, theirs.target)
@@ -88,14 +131,28 @@ def test_categories_and_unshuffled_order_match_sklearn(archive: Path, tmp_path: 
 def test_an_extracted_folder_works_like_the_archive(archive: Path, tmp_path: Path) -> None:
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "extracted", filter="data")
-    from_folder = load_20newsgroups("test", archive=tmp_path / "extracted", cache_dir=tmp_path / "a")
-    from_archive = load_20newsgroups("test", archive=archive, cache_dir=tmp_path / "b")
+    from_folder = load_20newsgroups("test", archive=tmp_path / "extracted")
+    from_archive = load_20newsgroups("test", archive=archive)
     assert from_folder.texts == from_archive.texts
 
 
-def test_texts_are_read_as_latin1_like_sklearn(archive: Path, tmp_path: Path) -> None:
-    data = load_20newsgroups("train", archive=archive, cache_dir=tmp_path)
+def test_texts_are_read_as_latin1_like_sklearn(archive: Path) -> None:
+    data = load_20newsgroups("train", archive=archive)
     assert all("café" in text for text in data.texts)
+
+
+def test_without_an_archive_scikit_learns_download_gives_the_same_corpus(tmp_path: Path) -> None:
+    def download(remote, dirname=None, n_retries=3, delay=1):
+        target = Path(dirname) / remote.filename
+        shutil.copyfile(SAMPLE, target)
+        return str(target)
+
+    kwargs = {"subset": "all", "remove": ("headers", "footers", "quotes"), "categories": ["sci.space"]}
+    with mock.patch.object(sk20, "_fetch_remote", download):
+        downloaded = load_20newsgroups(**kwargs, data_home=tmp_path)
+    from_archive = load_20newsgroups(**kwargs, archive=SAMPLE)
+    assert downloaded.texts == from_archive.texts and downloaded.label_names == from_archive.label_names
+    assert np.array_equal(downloaded.labels, from_archive.labels)
 
 
 def test_offline_without_archive_fails_with_one_line_naming_the_archive_option(tmp_path: Path) -> None:
@@ -107,16 +164,16 @@ def test_offline_without_archive_fails_with_one_line_naming_the_archive_option(t
     assert "archive=" in str(error.value) and "\n" not in str(error.value)
 
 
-def test_unknown_category_is_a_data_error_listing_the_known_ones(archive: Path, tmp_path: Path) -> None:
+def test_unknown_category_is_a_data_error_listing_the_known_ones(archive: Path) -> None:
     with pytest.raises(DataError, match=r"sci\.spice"):
-        load_20newsgroups("train", categories=["sci.spice"], archive=archive, cache_dir=tmp_path)
+        load_20newsgroups("train", categories=["sci.spice"], archive=archive)
 
 
 def test_a_file_that_is_not_an_archive_is_a_data_error(tmp_path: Path) -> None:
     bogus = tmp_path / "20news-bydate.tar.gz"
     bogus.write_bytes(b"not a tar file")
     with pytest.raises(DataError, match="cannot read"):
-        load_20newsgroups("train", archive=bogus, cache_dir=tmp_path)
+        load_20newsgroups("train", archive=bogus)
 
 
 def test_prepare_data_splits_bydate_with_a_validation_part_from_train(archive: Path, tmp_path: Path) -> None:

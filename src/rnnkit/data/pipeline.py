@@ -159,7 +159,6 @@ def _load_documents(cfg: Config) -> tuple[TextDataset, TextDataset]:
             "remove": tuple(data.remove),
             "data_home": data.data_home,
             "archive": data.archive,
-            "cache_dir": data.cache_dir,
         }
         if data.split == "bydate":
             return load_20newsgroups("train", **common), load_20newsgroups("test", **common)

@@ -12,7 +12,7 @@ On CPUs with native bfloat16 (AVX512-BF16, AMX) those products are 2-7x faster t
 
 The extension is compiled with the machine's C++ compiler through
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``), once per source version and torch version. Without a compiler,
+``~/.cache/torch_extensions``), once per source version and torch install. Without a compiler,
 :func:`extension` returns None and rnnkit runs its Python loop or the torch module instead.
 """
 
@@ -31,6 +31,7 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
+from rnnkit.io import atomic_write_bytes
 from rnnkit.models.sequence import batch_major, time_major
 from rnnkit.runtime import cpu_flags
 
@@ -44,14 +45,16 @@ CFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-
 
 
 def build_directory() -> Path:
-    """Where this source is built for this torch, Python and CPU: one folder per combination.
+    """Where this source is built for this torch install, Python and CPU: one folder per combination.
 
     The CPU's feature flags are part of the key because ``-march=native`` code can crash on an
-    older CPU sharing the same home folder.
+    older CPU sharing the same home folder. The torch install is too (its path, not only its
+    version): ninja's build file names torch's headers by path, so two virtual environments
+    sharing one folder would each find the other's build stale and compile again, every time.
     """
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or "~/.cache/torch_extensions").expanduser()
     digest = hashlib.sha256(SOURCE.read_bytes())
-    build = (torch.__version__, sys.version, platform.machine(), CFLAGS, sorted(cpu_flags()))
+    build = (torch.__version__, torch.__file__, sys.version, platform.machine(), CFLAGS, sorted(cpu_flags()))
     digest.update(repr(build).encode())
     return root / f"{NAME}_{digest.hexdigest()[:12]}"
 
@@ -66,9 +69,14 @@ def extension() -> ModuleType | None:
         if not (folder / f"{NAME}.so").exists():
             logger.info("compiling rnnkit's CPU recurrence kernels into %s (once, ~20 s)", folder)
         folder.mkdir(parents=True, exist_ok=True)
+        # Compile a copy kept in the folder: ninja's build file then names the same source path
+        # whichever checkout of rnnkit (same source, same torch) asks, so none of them rebuilds it.
+        source = folder / SOURCE.name
+        if not source.exists():
+            atomic_write_bytes(source, SOURCE.read_bytes())
         _put_ninja_on_path()
         return cpp_extension.load(
-            NAME, [str(SOURCE)], extra_cflags=list(CFLAGS), build_directory=str(folder), verbose=False
+            NAME, [str(source)], extra_cflags=list(CFLAGS), build_directory=str(folder), verbose=False
         )
     except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
         reason = " ".join(str(error).split())[:300]
