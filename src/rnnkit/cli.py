@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   rnnkit evaluate --run-dir runs/lstm-20250101-120000
   rnnkit predict --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again."
   rnnkit explain --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again." --html why.html
+  rnnkit compare runs/lstm-20250101-120000 runs/gru-20250101-130000 --plot curves.png
 """
 
 
@@ -146,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
     explain.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     explain.set_defaults(handler=_explain)
+
+    compare = commands.add_parser(
+        "compare",
+        parents=[common],
+        help="compare runs side by side",
+        description="One row per run: the config keys that differ, test and validation accuracy and "
+        "macro-F1, parameters, train time, epochs. A tune study or a folder of runs stands for its runs.",
+    )
+    compare.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders, tune studies or folders of runs"
+    )
+    compare.add_argument("--plot", metavar="PNG", help="also draw every run's validation curves into PNG")
+    compare.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    compare.set_defaults(handler=_compare)
     return parser
 
 
@@ -234,6 +249,17 @@ def _explain(args: argparse.Namespace) -> int:
             args.run_dir, args.split, args.top_words, args.limit, args.steps, args.device, args.json, png
         )
     )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rnnkit import compare, tables
+
+    records = compare.load_runs(args.runs)
+    print(tables.render(*compare.table(records), markdown=args.markdown))
+    if args.plot:
+        compare.plot_curves(records, args.plot)
+        logger.info("validation curves of %d runs: %s", len(records), args.plot)
     return 0
 
 

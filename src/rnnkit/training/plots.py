@@ -29,12 +29,12 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
         axes.legend()
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def plot_confusion(matrix: np.ndarray, label_names: Sequence[str], path: str | os.PathLike[str]) -> None:
     """Row-normalised confusion matrix (true class per row), with the counts written in each cell."""
-    _save(confusion_figure(matrix, label_names), path)
+    save_png(confusion_figure(matrix, label_names), path)
 
 
 def confusion_figure(matrix: np.ndarray, label_names: Sequence[str]) -> Figure:
@@ -64,7 +64,8 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _save(figure: Figure, path: str | os.PathLike[str]) -> None:
+def save_png(figure: Figure, path: str | os.PathLike[str]) -> None:
+    """Render ``figure`` and write it to ``path`` atomically."""
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     atomic_write_bytes(path, buffer.getvalue())
