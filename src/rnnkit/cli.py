@@ -161,6 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--plot", metavar="PNG", help="also draw every run's validation curves into PNG")
     compare.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     compare.set_defaults(handler=_compare)
+
+    tune = commands.add_parser(
+        "tune",
+        parents=[common],
+        help="search hyperparameters with Optuna (pip install 'rnnkit[tune]')",
+        description="Run trials (ordinary runs in STUDY_DIR/trials/N) until --trials have finished, "
+        "pruning unpromising ones; write the trials table, best.yaml and plots into STUDY_DIR.",
+    )
+    tune.add_argument("--config", help="the base YAML config the space's keys are set in")
+    tune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
+    tune.add_argument("--space", help="YAML search space, e.g. configs/tune-space.yaml")
+    tune.add_argument("--trials", type=int, help="trials to finish (complete or pruned) in the study")
+    tune.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this")
+    tune.add_argument("--study-dir", required=True, help="folder of the study (SQLite storage, trials)")
+    tune.add_argument("--resume", action="store_true", help="continue the study in --study-dir")
+    tune.add_argument("--jobs", type=int, default=1, help="trials in parallel processes (default 1)")
+    tune.add_argument("--pruner", choices=("median", "none"), default="median", help="default: median")
+    tune.set_defaults(handler=_tune)
     return parser
 
 
@@ -260,6 +278,33 @@ def _compare(args: argparse.Namespace) -> int:
     if args.plot:
         compare.plot_curves(records, args.plot)
         logger.info("validation curves of %d runs: %s", len(records), args.plot)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from rnnkit.tune.study import tune
+
+    try:
+        result = tune(
+            args.study_dir,
+            config=args.config,
+            overrides=args.set,
+            space=args.space,
+            trials=args.trials,
+            timeout_s=args.timeout,
+            jobs=args.jobs,
+            pruner=args.pruner,
+            resume=args.resume,
+            verbose=args.verbose,
+        )
+    except KeyboardInterrupt:
+        _report(
+            f"interrupted; continue with: rnnkit tune --resume --study-dir {args.study_dir}",
+            prefix="rnnkit: ",
+        )
+        return 130
+    print(result.table)
+    print("\n".join(result.notes))
     return 0
 
 

@@ -161,7 +161,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     for name, values in raw.items():
         section_type = SECTIONS.get(name)
         if section_type is None:
-            raise ConfigError(f"unknown config section {_show(name)}{_suggest(str(name), SECTIONS)}")
+            raise ConfigError(f"unknown config section {_show(name)}{did_you_mean(str(name), SECTIONS)}")
         if values is None:
             values = {}
         if not isinstance(values, dict):
@@ -177,7 +177,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    data = _parse_yaml(text, str(path))
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -185,7 +185,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str) -> Any:
     """``yaml.safe_load`` whose every failure is a one-line ConfigError saying where and what.
 
     PyYAML's constructors let builtin errors escape on malformed input (``!!int ''`` raises
@@ -236,7 +236,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not dot or not section or not name:
         raise ConfigError(f"override {_show(override)} must look like section.key=value, e.g. train.epochs=3")
     try:
-        value = _parse_yaml(text, "override") if text.strip() else None
+        value = parse_yaml(text, "override") if text.strip() else None
     except ConfigError:
         value = text  # not YAML: take it as the plain string the user typed
     target = raw.setdefault(section, {})
@@ -253,7 +253,9 @@ def _build_section(section: str, section_type: type, values: dict[str, Any]) -> 
     checked = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown key {_show(f'{section}.{key}')}{_suggest(str(key), fields, section)}")
+            raise ConfigError(
+                f"unknown key {_show(f'{section}.{key}')}{did_you_mean(str(key), fields, section)}"
+            )
         where = f"{section}.{key}"
         value = _check_type(where, value, hints[key])
         _check_constraints(where, value, fields[key].metadata)
@@ -315,13 +317,13 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         prefix = meta.get("prefix")
         if not (prefix and isinstance(value, str) and value.startswith(prefix)):
             allowed = ", ".join(choices) + (f", {prefix}N" if prefix else "")
-            hint = _suggest(str(value), choices)
+            hint = did_you_mean(str(value), choices)
             raise ConfigError(f"{where} must be one of {allowed}; got {_show(value)}{hint}")
     items = meta.get("items")
     if items:
         unknown = [item for item in value if item not in items]
         if unknown:
-            hint = _suggest(str(unknown[0]), items)
+            hint = did_you_mean(str(unknown[0]), items)
             raise ConfigError(f"{where} may only contain {', '.join(items)}; got {unknown[0]!r}{hint}")
     if value is None or isinstance(value, (bool, str, list, dict)):
         return
@@ -332,7 +334,8 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         raise ConfigError(f"{where} must be at most {meta['max']}, got {_show(value)}")
 
 
-def _suggest(name: str, candidates: typing.Iterable[str], section: str | None = None) -> str:
+def did_you_mean(name: str, candidates: typing.Iterable[str], section: str | None = None) -> str:
+    """``"; did you mean 'x'?"`` naming the closest candidate (in ``section``), or ``""``."""
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     if not match:
         return ""
