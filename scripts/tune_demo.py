@@ -10,7 +10,8 @@
 Defaults: configs/quickstart.yaml (4 newsgroups of the shipped sample, 1,200 training posts,
 4 epochs) and configs/tune-space.yaml. Run it from the repository root::
 
-    nice -n 10 python scripts/tune_demo.py --study-dir runs/tune-demo --compare-dir runs/tune-demo-nopruning
+    nice -n 10 python scripts/tune_demo.py --study-dir runs/tune-demo --compare-dir runs/tune-demo-nopruning \
+        --set train.num_threads=1
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/quickstart.yaml")
     parser.add_argument("--space", default="configs/tune-space.yaml")
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--set", action="append", default=[], help="a config override for every trial")
     parser.add_argument("--study-dir", type=Path, required=True)
     parser.add_argument("--compare-dir", type=Path, help="also run the study without pruning here")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
@@ -44,6 +46,7 @@ def main() -> None:
         sys.exit(f"{args.study_dir} exists; give a new --study-dir")
 
     tune = [sys.executable, "-m", "rnnkit", "tune", "--config", args.config, "--space", args.space]
+    tune += [arg for setting in args.set for arg in ("--set", setting)]
     tune += ["--trials", str(args.trials), "--study-dir", str(args.study_dir)]
     started = time.perf_counter()
     killed_at = kill_halfway(tune, args.study_dir, args.trials // 2)
@@ -96,7 +99,7 @@ def kill_halfway(command: list[str], study_dir: Path, half: int) -> dict[str, in
     process = subprocess.Popen(command)
     try:
         while process.poll() is None:
-            time.sleep(1)
+            time.sleep(5)
             if (study_dir / "study.db").exists() and sum(
                 trial_states(study_dir).get(s, 0) for s in FINISHED
             ) >= half:

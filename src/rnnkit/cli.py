@@ -296,6 +296,7 @@ def _tune(args: argparse.Namespace) -> int:
             pruner=args.pruner,
             resume=args.resume,
             verbose=args.verbose,
+            packages=tuple(args.include_package),
         )
     except KeyboardInterrupt:
         _report(

@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import dataclasses
 import fcntl
+import importlib
 import logging
 import multiprocessing
 import os
@@ -64,12 +65,12 @@ class Plan:
     threads: int | None
     seed: int
     verbose: bool
+    packages: tuple[str, ...] = ()  # --include-package modules, imported again by worker processes
 
 
 @dataclass
 class TuneResult:
     table: str
-    best_number: int | None
     notes: list[str]
 
 
@@ -94,6 +95,7 @@ def tune(
     pruner: str = "median",
     resume: bool = False,
     verbose: bool = False,
+    packages: tuple[str, ...] = (),
 ) -> TuneResult:
     """Run (or continue) the study in ``study_dir`` until ``trials`` trials have finished."""
     optuna = require_optuna()
@@ -123,6 +125,7 @@ def tune(
             threads=_threads_per_trial(jobs),
             seed=base.train.seed + len(study.get_trials(deepcopy=False)),
             verbose=verbose,
+            packages=tuple(packages),
         )
         if jobs == 1:
             work(plan, orphans)
@@ -253,7 +256,7 @@ def summarize(folder: StudyDir, study: Any, base: Config, search: SearchSpace, m
     if importances:
         report.plot_importances(importances, folder.importances_plot)
         notes.append("importances: " + ", ".join(f"{key} {value:.2f}" for key, value in importances.items()))
-    return TuneResult(tables.render(headers, rows), None if best is None else best.number, notes)
+    return TuneResult(tables.render(headers, rows), notes)
 
 
 def _write_progress(
@@ -300,7 +303,7 @@ def _definition(
                     "choose another --study-dir"
                 )
             raise StudyError(f"{folder.path} already holds this study; continue it with --resume")
-        if folder.path.exists() and any(folder.path.iterdir()):
+        if folder.path.exists() and any(not path.name.startswith(".") for path in folder.path.iterdir()):
             raise StudyError(
                 f"{folder.path} is not empty and holds no rnnkit study; choose another --study-dir"
             )
@@ -363,6 +366,9 @@ def _worker_main(plan: Plan, orphans: list[int], worker: int, parent: int) -> No
     root = logging.getLogger("rnnkit")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if plan.verbose else logging.INFO)
+    sys.path.insert(0, os.getcwd())
+    for package in plan.packages:  # a spawned process starts without the user's registered models
+        importlib.import_module(package)
     with contextlib.suppress(KeyboardInterrupt):  # the trial stays resumable
         work(plan, orphans, worker, parent)
 
