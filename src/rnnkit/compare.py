@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rnnkit.errors import RnnkitError
 from rnnkit.training.plots import save_png
@@ -147,6 +148,7 @@ def plot_curves(records: Sequence[RunRecord], path: str | os.PathLike[str]) -> N
             axes.plot(epochs, [row[metric] for row in record.history], marker=".", label=record.name)
     for axes, metric in zip(panels, ("val_loss", "val_accuracy", "val_macro_f1"), strict=True):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(metric.replace("_", " "))
         axes.grid(alpha=0.3)
     drawn = sum(1 for record in records if record.history)

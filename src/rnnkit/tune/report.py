@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rnnkit import tables
 from rnnkit.config import Config, load_config
@@ -27,6 +28,13 @@ def state_name(trial: Any) -> str:
     return STATE_NAMES.get(trial.state.name, trial.state.name.lower())
 
 
+def score(trial: Any) -> float | None:
+    """The validation score of the trial's best epoch (Optuna keeps a pruned trial's last one)."""
+    if trial.state.name not in ("COMPLETE", "PRUNED"):
+        return None
+    return trial.user_attrs.get("score", trial.value)
+
+
 def trials_table(
     trials: Sequence[Any], keys: Sequence[str], monitor: str
 ) -> tuple[list[str], list[list[Any]]]:
@@ -39,7 +47,7 @@ def trials_table(
             [
                 trial.number,
                 state_name(trial),
-                trial.value if trial.state.name in ("COMPLETE", "PRUNED") else None,
+                score(trial),
                 attrs.get("test_accuracy"),
                 attrs.get("epochs"),
                 _rounded(attrs.get("wall_s")),
@@ -91,18 +99,20 @@ def pruning_savings(trials: Sequence[Any]) -> str | None:
 
 
 def plot_history(trials: Sequence[Any], monitor: str, maximize: bool, path: Any) -> None:
-    """Each finished trial's score (pruned ones at their last epoch) and the best so far."""
+    """Each finished trial's score (its best epoch's, pruned ones too) and the best so far."""
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     axes = figure.subplots()
     done = sorted(
-        (t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number
+        (t for t in trials if score(t) is not None and math.isfinite(score(t))), key=lambda t: t.number
     )
     for state, style in (
         ("COMPLETE", {"marker": "o", "color": "tab:blue"}),
         ("PRUNED", {"marker": "x", "color": "grey"}),
     ):
         chosen = [trial for trial in done if trial.state.name == state]
-        axes.scatter([t.number for t in chosen], [t.value for t in chosen], label=STATE_NAMES[state], **style)
+        axes.scatter(
+            [t.number for t in chosen], [score(t) for t in chosen], label=STATE_NAMES[state], **style
+        )
     complete = [trial for trial in done if trial.state.name == "COMPLETE"]
     best, steps = None, []
     for trial in complete:
@@ -112,6 +122,7 @@ def plot_history(trials: Sequence[Any], monitor: str, maximize: bool, path: Any)
     if steps:
         axes.step(*zip(*steps, strict=True), where="post", color="tab:red", label="best so far")
     axes.set_xlabel("trial")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(monitor.replace("_", " "))
     axes.grid(alpha=0.3)
     axes.legend()

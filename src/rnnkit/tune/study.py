@@ -212,6 +212,7 @@ def run_trial(study: Any, trial: Any, base: Config, search: SearchSpace, plan: P
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     score = metrics["validation"][SCORE_OF_MONITOR[plan.monitor]]
+    trial.set_user_attr("score", score)
     pruned = PRUNED_AT in trial.user_attrs
     if pruned:
         study.tell(trial, state=_state("PRUNED"))
