@@ -37,6 +37,7 @@ from typing import Any
 from rnnkit import __version__, tables
 from rnnkit.config import Config, config_from_dict, load_config
 from rnnkit.errors import RnnkitError
+from rnnkit.extras import require
 from rnnkit.tune import report
 from rnnkit.tune.pruning import PRUNED_AT, TrialPruning
 from rnnkit.tune.runner import quiet_training, run_or_resume
@@ -75,10 +76,7 @@ class TuneResult:
 
 
 def require_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise RnnkitError("rnnkit tune needs Optuna: pip install 'rnnkit[tune]'") from None
+    optuna = require("optuna", "tune", "rnnkit tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
