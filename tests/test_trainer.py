@@ -19,6 +19,7 @@ from rnnkit.config import TrainConfig, load_config
 from rnnkit.data import EncodedDataset
 from rnnkit.models import GRUClassifier
 from rnnkit.runs.checkpoint import CheckpointStore, load_checkpoint
+from rnnkit.runtime import denormals_flushed
 from rnnkit.training import experiment
 from rnnkit.training.callbacks import Callback, EarlyStopping, is_improvement
 from rnnkit.training.trainer import Trainer, build_scheduler, class_weights
@@ -184,6 +185,17 @@ def test_the_same_config_and_seed_give_bit_identical_metrics_on_cpu(tmp_path):
     first = experiment.train(cfg, tmp_path / "a")
     second = experiment.train(cfg, tmp_path / "b")
     assert first["test"] == second["test"] and first["validation"] == second["validation"]
+
+
+def test_training_from_python_leaves_the_process_settings_as_it_found_them(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    torch.set_flush_denormal(False)  # conftest puts the default back
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    cfg = load_config(overrides=tiny_settings(corpus, **{"train.epochs": 1, "train.flush_denormal": True}))
+    experiment.train(cfg, tmp_path / "run")  # trains with one thread and flushing on
+    assert not denormals_flushed()
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() is deterministic
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
