@@ -57,8 +57,9 @@ from matplotlib.figure import Figure
 from rnnkit import tables
 from rnnkit.compare import RunRecord, load_run
 from rnnkit.config import Config, load_config
+from rnnkit.figures import save_png
+from rnnkit.runs import RunDir
 from rnnkit.training.experiment import absolute_paths
-from rnnkit.training.plots import save_png
 from rnnkit.tune.runner import quiet_training, run_or_resume
 from rnnkit.tune.space import apply
 from rnnkit.tune.studydir import NOT_COMPARED, first_difference
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.dry_run:
         for name in plan:
-            done = sum((run_dir(args.runs_dir, name, seed) / "metrics.json").is_file() for seed in seeds)
+            done = sum(run_dir(args.runs_dir, name, seed).metrics_file.is_file() for seed in seeds)
             print(f"{name:32s} {done}/{len(seeds)} done")
         return 0
     started = time.perf_counter()
@@ -205,25 +206,25 @@ def cell_name(question: Question, value: Any) -> str:
     return f"{question.key}={str(value).lower() if isinstance(value, bool) else value}"
 
 
-def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
-    return runs_dir / name / f"seed-{seed}"
+def run_dir(runs_dir: Path, name: str, seed: int) -> RunDir:
+    return RunDir(runs_dir / name / f"seed-{seed}")
 
 
 def train_cell(cfg: Config, name: str, seed: int, runs_dir: Path) -> None:
     folder = run_dir(runs_dir, name, seed)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-    if (folder / "config.yaml").is_file():
-        saved = load_config(folder / "config.yaml")
+    if folder.config_file.is_file():
+        saved = load_config(folder.config_file)
         difference = first_difference(cfg.to_dict(), saved.to_dict(), NOT_COMPARED)
         if difference:
             sys.exit(
-                f"{folder} was trained with another config ({difference}); "
+                f"{folder.path} was trained with another config ({difference}); "
                 "remove it or use another --runs-dir"
             )
-    finished = (folder / "metrics.json").is_file()
+    finished = folder.metrics_file.is_file()
     started = time.perf_counter()
     with quiet_training():
-        metrics = run_or_resume(cfg, folder)
+        metrics = run_or_resume(cfg, folder.path)
     logger.info(
         "%-30s seed %d: test accuracy %.4f, train time %.0f s%s",
         name,
@@ -236,7 +237,7 @@ def train_cell(cfg: Config, name: str, seed: int, runs_dir: Path) -> None:
 
 def levels_of(question: Question, runs_dir: Path, seeds: Sequence[int]) -> list[Level]:
     return [
-        Level(value, [load_run(run_dir(runs_dir, cell_name(question, value), seed)) for seed in seeds])
+        Level(value, [load_run(run_dir(runs_dir, cell_name(question, value), seed).path) for seed in seeds])
         for value in question.levels
     ]
 

@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rnnkit.errors import RnnkitError
-from rnnkit.training.plots import save_png
+from rnnkit.figures import save_png
+from rnnkit.runs import RunDir
 
-SKIPPED_FOLDERS = {"checkpoints", "tensorboard"}
+SKIPPED_FOLDERS = {"checkpoints", "tensorboard"}  # inside a run: never a run themselves
 NOT_COMPARED = {"train.progress", "train.loggers"}
 """Config keys that change what a run shows, never what it learns."""
 SCORES = (
@@ -65,7 +66,7 @@ def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         path = Path(given)
         if not path.exists():
             raise CompareError(f"{path} does not exist; give run folders, a tune study or a folder of runs")
-        if (path / "config.yaml").is_file():
+        if RunDir(path).config_file.is_file():
             runs = [path]
         else:
             runs = sorted(_runs_below(path), key=_natural_key)
@@ -89,13 +90,14 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[RunRecord]:
 
 
 def load_run(path: Path) -> RunRecord:
+    run = RunDir(path)
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-        metrics_file = path / "metrics.json"
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+        config = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}
+        found = run.metrics_file.is_file()
+        metrics = json.loads(run.metrics_file.read_text(encoding="utf-8")) if found else None
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise CompareError(f"cannot read the run in {path}: {' '.join(str(error).split())}") from None
-    return RunRecord(path, flatten(config), metrics, _read_history(path / "history.csv"), path.name)
+    return RunRecord(path, flatten(config), metrics, _read_history(run.history_file), path.name)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -160,7 +162,7 @@ def plot_curves(records: Sequence[RunRecord], path: str | os.PathLike[str]) -> N
 def _runs_below(folder: Path) -> list[Path]:
     runs = []
     for root, dirs, files in os.walk(folder):
-        if "config.yaml" in files:
+        if RunDir(root).config_file.name in files:
             runs.append(Path(root))
             dirs.clear()  # runs do not nest
         else:

@@ -11,6 +11,7 @@
     metrics.json                test and validation metrics, best epoch, train time, data stats
     report.txt / report.json    per-class precision/recall/F1 on the test set
     curves.png / confusion_matrix.png
+    tensorboard/                TensorBoard events, with train.loggers: [..., tensorboard]
 
 A folder holding a run is never reused for a new one unless the user asks for ``--overwrite``.
 Training writes these files; everything else reads a run through :func:`rnnkit.runs.open_run`.
@@ -52,6 +53,7 @@ class RunDir:
         self.report_json_file = self.path / "report.json"
         self.curves_file = self.path / "curves.png"
         self.confusion_file = self.path / "confusion_matrix.png"
+        self.tensorboard_dir = self.path / "tensorboard"
         self.checkpoints = CheckpointStore(self.path / "checkpoints")
 
     def holds_run(self) -> bool:

@@ -28,7 +28,7 @@ from rnnkit.models import build_model, check_model_name
 from rnnkit.runs import RunDir, open_run
 from rnnkit.runtime import configure_runtime, resolve_device
 from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
-from rnnkit.training.loggers import TENSORBOARD_FOLDER, build_loggers
+from rnnkit.training.loggers import build_loggers
 from rnnkit.training.metrics import confusion, per_class_report, summarize
 from rnnkit.training.plots import plot_confusion, plot_history
 from rnnkit.training.trainer import Trainer
@@ -163,7 +163,7 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
     callbacks = [
         EarlyStopping(monitor, cfg.train.patience),
         BestCheckpoint(monitor),
-        *build_loggers(cfg, run.history_file, run.path / TENSORBOARD_FOLDER, data.label_names),
+        *build_loggers(cfg, run.history_file, run.tensorboard_dir, data.label_names),
         *([ProgressBar()] if cfg.train.progress else []),
         *user_callbacks,
     ]

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from rnnkit import distributed
 from rnnkit.config import Config
+from rnnkit.figures import figure_pixels
 from rnnkit.inference import Predictions
 from rnnkit.training.callbacks import Callback, HistoryCSV
 from rnnkit.training.metrics import confusion
-from rnnkit.training.plots import confusion_figure, figure_pixels
+from rnnkit.training.plots import confusion_figure
 
 if TYPE_CHECKING:
     from rnnkit.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-TENSORBOARD_FOLDER = "tensorboard"
 MISSING_TENSORBOARD = (
     "train.loggers: tensorboard needs the tensorboard package (pip install 'rnnkit[tensorboard]'); "
     "logging to history.csv only"

@@ -1,21 +1,15 @@
-"""PNG figures of a run: training curves and the confusion matrix.
-
-Matplotlib is used with the Agg backend (no display needed) through its object API, so plotting
-never touches global pyplot state; figures are rendered to bytes and written atomically.
-"""
+"""PNG figures of a run: training curves and the confusion matrix (drawn as :mod:`rnnkit.figures` says)."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rnnkit.io import atomic_write_bytes
+from rnnkit.figures import save_png
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -55,17 +49,3 @@ def confusion_figure(matrix: np.ndarray, label_names: Sequence[str]) -> Figure:
         colour = "white" if normalised[row, col] > 0.5 else "black"
         axes.text(col, row, str(matrix[row, col]), ha="center", va="center", fontsize=6, color=colour)
     return figure
-
-
-def figure_pixels(figure: Figure) -> np.ndarray:
-    """The rendered figure as an (height, width, 3) uint8 array."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def save_png(figure: Figure, path: str | os.PathLike[str]) -> None:
-    """Render ``figure`` and write it to ``path`` atomically."""
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
-    atomic_write_bytes(path, buffer.getvalue())

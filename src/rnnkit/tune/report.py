@@ -15,8 +15,9 @@ from matplotlib.ticker import MaxNLocator
 
 from rnnkit import tables
 from rnnkit.config import Config, load_config
+from rnnkit.figures import save_png
 from rnnkit.io import atomic_write_text
-from rnnkit.training.plots import save_png
+from rnnkit.runs import RunDir
 from rnnkit.tune.studydir import StudyDir
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def write_tables(study_dir: StudyDir, headers: list[str], rows: list[list[Any]])
 def write_best_config(study_dir: StudyDir, best: Any, monitor: str, base: Config, finished: int) -> None:
     """The best trial's config as it ran (so it retrains to the same numbers), with the base's
     display settings, and a header saying where it comes from."""
-    trial_config = load_config(study_dir.trial_dir(best.number) / "config.yaml")
+    trial_config = load_config(RunDir(study_dir.trial_dir(best.number)).config_file)
     train = dataclasses.replace(trial_config.train, progress=base.train.progress, loggers=base.train.loggers)
     cfg = dataclasses.replace(trial_config, train=train)
     attrs = best.user_attrs

@@ -13,10 +13,10 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from rnnkit.config import Config
+from rnnkit.runs import RunDir
 from rnnkit.training.callbacks import Callback
 
 CHATTY_LOGGERS = ("rnnkit.training", "rnnkit.data", "rnnkit.runtime", "rnnkit.models")
@@ -35,16 +35,16 @@ def run_or_resume(
     """
     from rnnkit.training import experiment
 
-    run = Path(run_dir)
-    if (run / "metrics.json").is_file():
-        return json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    run = RunDir(run_dir)
+    if run.metrics_file.is_file():
+        return json.loads(run.metrics_file.read_text(encoding="utf-8"))
     if num_threads is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_threads=num_threads))
-    if (run / "config.yaml").is_file():  # written last at setup: training had started
+    if run.config_file.is_file():  # written last at setup: training had started
         overrides = [f"train.num_threads={cfg.train.num_threads}"]
-        return experiment.resume(run, overrides, callbacks)
+        return experiment.resume(run.path, overrides, callbacks)
     # Nothing resumable: an empty folder, or one killed while writing its setup files.
-    return experiment.train(cfg, run, overwrite=True, callbacks=callbacks)
+    return experiment.train(cfg, run.path, overwrite=True, callbacks=callbacks)
 
 
 @contextlib.contextmanager
