@@ -4,15 +4,19 @@
   saying so, instead of inside whichever test first trains a GRU (the build takes 20-90 s, once
   per machine and source version; loading a built one takes ~0.3 s).
 * ``pytest -m "not slow"`` leaves out the torchrun, kill-and-resume and benchmark runs.
+* ``finished_run`` is one tiny finished run for the session, for tests that copy it and then damage,
+  lock or overwrite the copy.
 * ``HYPOTHESIS_PROFILE=dev`` runs a few examples per fuzz test for a quick loop; CI runs the full
   counts (``fuzzing.py``).
 """
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from test_trainer import train_tiny_run
 
 from rnnkit.models.kernels import cpp_loop
 from rnnkit.runtime import denormals_flushed
@@ -49,3 +53,9 @@ def compiled_extension(request: pytest.FixtureRequest):
     if extension is None and os.environ.get("RNNKIT_REQUIRE_COMPILED"):
         pytest.fail("the compiled extension could not be built (see the warning above)")
     return extension
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A tiny run trained to the end (``runs/.../run`` beside its ``corpus.csv``); copy it to change it."""
+    return train_tiny_run(tmp_path_factory.mktemp("finished"))

@@ -331,13 +331,13 @@ def test_a_user_error_on_every_rank_is_shown_once(corpus, tmp_path):
 FAIL_ON_RANK_1 = """
 import os, sys
 from rnnkit.errors import DataError
-from rnnkit.runs import folder
-original = folder.prepare_data
+from rnnkit.training import experiment
+original = experiment.prepare_data
 def prepare_data(cfg):
     if os.environ["RANK"] == "1":
         raise DataError("rank 1 cannot read its data")
     return original(cfg)
-folder.prepare_data = prepare_data
+experiment.prepare_data = prepare_data
 from rnnkit.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from rnnkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from rnnkit import io as io_module
+from rnnkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, exchange, finish_exchange
 
 
 def test_atomic_write_creates_parent_folders_and_writes_the_content(tmp_path):
@@ -42,3 +43,27 @@ def test_files_get_ordinary_permissions_not_the_private_mode_of_temporary_files(
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def two_folders(tmp_path):
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.txt").write_text(name)
+    return tmp_path / "new", tmp_path / "old"
+
+
+@pytest.mark.parametrize("kernel_exchange", [True, False], ids=["renameat2", "three renames"])
+def test_exchange_swaps_two_folders(tmp_path, monkeypatch, kernel_exchange):
+    if not kernel_exchange:
+        monkeypatch.setattr(io_module, "_renameat2", lambda: None)
+    new, old = two_folders(tmp_path)
+    exchange(new, old)
+    assert os.listdir(old) == ["new.txt"] and os.listdir(new) == ["old.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["new", "old"]
+
+
+def test_an_interrupted_fallback_exchange_is_put_back(tmp_path):
+    new, old = two_folders(tmp_path)
+    os.replace(old, f"{old}.exchange")  # the first of the three renames, then a crash
+    finish_exchange(old)
+    assert os.listdir(old) == ["old.txt"] and os.listdir(new) == ["new.txt"]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,15 @@ def uninterrupted(corpus, tmp_path_factory) -> Path:
     return root / "run"
 
 
-def start_and_kill(run_dir: Path, corpus: Path, patch: str, tmp_path: Path) -> None:
-    """Train in a subprocess until ``patch`` calls ``pause()``, then SIGKILL it."""
+def start_and_kill(
+    run_dir: Path,
+    corpus: Path,
+    patch: str,
+    tmp_path: Path,
+    while_paused: Callable[[int], None] = lambda pid: None,
+) -> None:
+    """Train in a subprocess until ``patch`` calls ``pause()``, call ``while_paused(its pid)``, then
+    SIGKILL it."""
     ready = tmp_path / "paused"
     script = tmp_path / "train_and_pause.py"
     script.write_text(
@@ -89,6 +97,7 @@ def start_and_kill(run_dir: Path, corpus: Path, patch: str, tmp_path: Path) -> N
             assert process.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline, "training never reached the pause"
             time.sleep(0.05)
+        while_paused(process.pid)
     finally:
         process.kill()  # SIGKILL
         process.wait()

@@ -106,6 +106,8 @@ def test_a_run_folder_holds_config_vocabulary_labels_checkpoints_history_metrics
         "config.yaml",
         "vocab.json",
         "labels.json",
+        "run.json",
+        ".lock",
         "checkpoints/best.safetensors",
         "checkpoints/last.safetensors",
         "checkpoints/previous.safetensors",

@@ -1,13 +1,19 @@
 """Atomic file writes, so that a crash never leaves a half-written file in a run folder.
 
 Each write goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over
-the target: readers see either the old file or the new one, never a mix.
+the target: readers see either the old file or the new one, never a mix. :func:`exchange` does the
+same for whole folders (a new run taking the place of an old one).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import functools
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,3 +66,50 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> None:
+    """Swap two existing paths (folders) in one atomic step, then make it durable.
+
+    Linux's ``renameat2(RENAME_EXCHANGE)``: at every instant each name holds one of the two
+    folders, whatever happens to the process. Where the kernel or file system lacks it, three
+    renames through a ``<second>.exchange`` name are used instead; a crash between them leaves
+    that name behind, and :func:`finish_exchange` puts it back.
+    """
+    a, b = os.fsencode(first), os.fsencode(second)
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+            _fsync_dir(Path(second).parent)
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), os.fsdecode(a), None, os.fsdecode(b))
+    aside = Path(f"{os.fsdecode(b)}.exchange")
+    os.replace(b, aside)
+    os.replace(a, b)
+    os.replace(aside, a)
+    _fsync_dir(Path(second).parent)
+
+
+def finish_exchange(second: str | os.PathLike[str]) -> None:
+    """Put back ``second`` if a fallback :func:`exchange` was interrupted after its first rename."""
+    aside = Path(f"{os.fsdecode(os.fspath(second))}.exchange")
+    if aside.exists() and not Path(second).exists():
+        os.replace(aside, second)
+
+
+@functools.cache
+def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function

@@ -30,10 +30,13 @@ import torch
 
 from rnnkit.errors import CheckpointError
 from rnnkit.io import atomic_write_bytes
+from rnnkit.runs.manifest import check_stamp
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "rnnkit-checkpoint/1"
+RUN_FILES = "run_files"
+"""The checkpoint metadata key holding the run's manifest digests (see :class:`CheckpointStore`)."""
 SUFFIX = ".safetensors"
 
 
@@ -114,10 +117,16 @@ def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
 
 
 class CheckpointStore:
-    """The ``checkpoints/`` folder of a run: ``best``, ``last`` and its fallback ``previous``."""
+    """The ``checkpoints/`` folder of a run: ``best``, ``last`` and its fallback ``previous``.
+
+    ``run_files`` (the run's :mod:`~rnnkit.runs.manifest` digests, once known) is recorded in
+    every checkpoint saved and required of every checkpoint loaded, so weights are only ever used
+    with the config, vocabulary and labels they were trained with.
+    """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
+        self.run_files: dict[str, str] | None = None
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}{SUFFIX}"
@@ -127,12 +136,24 @@ class CheckpointStore:
         last = self.path("last")
         if last.exists():
             os.replace(last, self.path("previous"))
-        save_checkpoint(last, checkpoint)
+        self._save(last, checkpoint)
         return last
 
     def save_best(self, checkpoint: Checkpoint) -> Path:
-        save_checkpoint(self.path("best"), checkpoint)
+        self._save(self.path("best"), checkpoint)
         return self.path("best")
+
+    def _save(self, path: Path, checkpoint: Checkpoint) -> None:
+        if self.run_files is not None:
+            checkpoint = Checkpoint(checkpoint.tensors, {**checkpoint.meta, RUN_FILES: self.run_files})
+        save_checkpoint(path, checkpoint)
+
+    def _checked(self, path: Path, checkpoint: Checkpoint) -> Checkpoint:
+        """``checkpoint`` (read from ``path``) once its recorded run files are this run's."""
+        stamp = checkpoint.meta.pop(RUN_FILES, None)
+        if self.run_files is not None:
+            check_stamp(path, stamp, self.run_files)
+        return checkpoint
 
     def load_best(self) -> Checkpoint:
         path = self.path("best")
@@ -141,7 +162,7 @@ class CheckpointStore:
                 f"{path} does not exist: the run has not finished an epoch yet; "
                 f"continue it with: rnnkit train --resume {self.folder.parent}"
             )
-        return load_checkpoint(path)
+        return self._checked(path, load_checkpoint(path))
 
     def latest_path(self) -> Path | None:
         """The newest resumable checkpoint file on disk (unverified), for messages."""
@@ -158,11 +179,13 @@ class CheckpointStore:
         candidates = [p for p in (self.path("last"), self.path("previous")) if p.exists()]
         for path in candidates:
             try:
-                return load_checkpoint(path)
+                checkpoint = load_checkpoint(path)
             except CheckpointError as error:
                 aside = path.with_suffix(path.suffix + ".corrupt")
                 os.replace(path, aside)
                 logger.warning("%s; moved it to %s and trying an older checkpoint", error, aside.name)
+                continue
+            return self._checked(path, checkpoint)  # intact but another run's: refused, kept in place
         if candidates:
             raise CheckpointError(
                 f"every checkpoint in {self.folder} is damaged (moved to *.corrupt); "

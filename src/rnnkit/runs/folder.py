@@ -5,6 +5,8 @@
     config.yaml                 the resolved config (absolute data paths), reused by --resume
     vocab.json                  vocabulary + tokenizer settings
     labels.json                 class names, in label-id order
+    run.json                    SHA-256 of the three files above (see rnnkit.runs.manifest)
+    .lock                       held by the process writing the run (see rnnkit.runs.lock)
     checkpoints/best.safetensors      best weights by train.monitor (used by evaluate/predict)
     checkpoints/last.safetensors      resumable training state, and previous.safetensors before it
     history.csv                 per-epoch train/validation loss and accuracy, lr, epoch time
@@ -13,8 +15,11 @@
     curves.png / confusion_matrix.png
     tensorboard/                TensorBoard events, with train.loggers: [..., tensorboard]
 
-A folder holding a run is never reused for a new one unless the user asks for ``--overwrite``.
-Training writes these files; everything else reads a run through :func:`rnnkit.runs.open_run`.
+A folder holding a run is never reused for a new one unless the user asks for ``--overwrite``, and
+even then the old run stays whole until the new one has its config, data and model ready: the new
+setup is written into a hidden sibling folder and swapped in with one atomic exchange, so a crash
+at any moment leaves either the old run or the new one. Training writes these files; everything
+else reads a run through :func:`rnnkit.runs.open_run`.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ from rnnkit import distributed
 from rnnkit.config import Config, load_config
 from rnnkit.data import PreparedData, Vocabulary, prepare_data
 from rnnkit.errors import CheckpointError
-from rnnkit.io import atomic_write_json, atomic_write_text
+from rnnkit.io import atomic_write_json, atomic_write_text, exchange, finish_exchange
+from rnnkit.runs import manifest
 from rnnkit.runs.checkpoint import CheckpointStore
+from rnnkit.runs.lock import LOCK_NAME, RunLock, lock_folder
+
+_STAGING = ".rnnkit-new-"
+"""``.<run name>.rnnkit-new-<pid>``: the sibling folder a new run's setup is written into."""
 
 
 def default_run_dir(config_path: str | os.PathLike[str] | None) -> Path:
@@ -47,6 +57,7 @@ class RunDir:
         self.config_file = self.path / "config.yaml"
         self.vocab_file = self.path / "vocab.json"
         self.labels_file = self.path / "labels.json"
+        self.manifest_file = self.path / manifest.MANIFEST_NAME
         self.history_file = self.path / "history.csv"
         self.metrics_file = self.path / "metrics.json"
         self.report_text_file = self.path / "report.txt"
@@ -55,27 +66,50 @@ class RunDir:
         self.confusion_file = self.path / "confusion_matrix.png"
         self.tensorboard_dir = self.path / "tensorboard"
         self.checkpoints = CheckpointStore(self.path / "checkpoints")
+        self.lock: RunLock | None = None
+        """Held while this process writes the run (:meth:`claim_new`, :meth:`claim_existing`)."""
 
     def holds_run(self) -> bool:
         marks = (self.config_file, self.vocab_file, self.labels_file, self.checkpoints.folder)
         return any(path.exists() for path in marks)
 
-    def create(self, overwrite: bool = False) -> None:
-        """Make an empty folder for a new run; refuse to replace a run or unrelated files."""
+    def claim_new(self, overwrite: bool = False) -> RunLock:
+        """Lock the folder (created if needed) for a new run; refuse a run or unrelated files in it.
+
+        Nothing in the folder is touched: an old run (``overwrite``) stays until
+        :meth:`install_setup` swaps the new one in.
+        """
+        finish_exchange(self.path)
         if self.path.is_file():
             raise CheckpointError(f"run folder {self.path} is a file; choose another --run-dir")
-        if self.path.exists() and any(self.path.iterdir()):
-            if not self.holds_run():
-                raise CheckpointError(
-                    f"{self.path} is not empty and holds no rnnkit run; choose another --run-dir"
-                )
-            if not overwrite:
-                raise CheckpointError(
-                    f"run folder {self.path} already holds a run; continue it with "
-                    f"'rnnkit train --resume {self.path}', choose another --run-dir, or pass --overwrite"
-                )
-            shutil.rmtree(self.path)
+        if self._holds_foreign_files():  # refused before a lock file is put among them
+            raise CheckpointError(
+                f"{self.path} is not empty and holds no rnnkit run; choose another --run-dir"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
+        lock = lock_folder(self.path)  # first, so that a run being written names its writer
+        if self.holds_run() and not overwrite:
+            lock.release()
+            raise CheckpointError(
+                f"run folder {self.path} already holds a run; continue it with "
+                f"'rnnkit train --resume {self.path}', choose another --run-dir, or pass --overwrite"
+            )
+        for stale in self.path.parent.glob(f".{self.path.name}{_STAGING}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a process killed mid-swap
+        self.lock = lock
+        return lock
+
+    def claim_existing(self) -> RunLock:
+        """Lock a run folder to continue writing it (``--resume``)."""
+        self.require()
+        self.lock = lock_folder(self.path)
+        return self.lock
+
+    def _holds_foreign_files(self) -> bool:
+        """Files in the folder but no run: somebody else's folder."""
+        if not self.path.is_dir() or self.holds_run():
+            return False
+        return any(p.name != LOCK_NAME for p in self.path.iterdir())
 
     def require(self) -> None:
         if not self.config_file.is_file():
@@ -84,11 +118,34 @@ class RunDir:
                 "'rnnkit train' created, e.g. runs/lstm-20250101-120000"
             )
 
-    def write_setup(self, cfg: Config, vocab: Vocabulary, label_names: list[str]) -> None:
-        """What prediction needs besides the weights; config.yaml last, as it marks a resumable run."""
-        vocab.save(self.vocab_file)
-        atomic_write_json(self.labels_file, list(label_names))
-        atomic_write_text(self.config_file, cfg.to_yaml())
+    def install_setup(self, cfg: Config, vocab: Vocabulary, label_names: list[str]) -> None:
+        """Write what prediction needs besides the weights, with its manifest, and swap it in.
+
+        The files go to a locked sibling folder first, which then takes this folder's place in one
+        atomic exchange; what was here before (an old run, with ``--overwrite``) is deleted after.
+        The new folder's lock joins :attr:`lock`, so the folder now in place stays locked too.
+        """
+        staging = RunDir(self.path.parent / f".{self.path.name}{_STAGING}{os.getpid()}")
+        staging.path.mkdir()
+        lock = lock_folder(staging.path)
+        try:
+            vocab.save(staging.vocab_file)
+            atomic_write_json(staging.labels_file, list(label_names))
+            atomic_write_text(staging.config_file, cfg.to_yaml())
+            self.checkpoints.run_files = manifest.write_manifest(staging.path)
+            exchange(staging.path, self.path)
+        except BaseException:
+            lock.release()
+            shutil.rmtree(staging.path, ignore_errors=True)
+            raise
+        if self.lock is not None:
+            self.lock.adopt(lock)
+        shutil.rmtree(staging.path, ignore_errors=True)  # now the old content
+
+    def verify_files(self) -> None:
+        """Check config, vocabulary and labels against ``run.json`` (one line naming a mismatch);
+        from then on every checkpoint read must have been saved with these same files."""
+        self.checkpoints.run_files = manifest.verify_manifest(self.path)
 
     def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> Config:
         self.require()
@@ -99,9 +156,12 @@ class RunDir:
 
     def load_labels(self) -> list[str]:
         try:
-            return list(json.loads(self.labels_file.read_text(encoding="utf-8")))
+            labels = json.loads(self.labels_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise CheckpointError(f"cannot read {self.labels_file}: {error}") from None
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise CheckpointError(f"{self.labels_file} must hold a list of class names (strings)")
+        return labels
 
     def prepare_data(self, cfg: Config) -> PreparedData:
         """The run's data as training saw it, checked against the vocabulary saved with the run.

@@ -17,6 +17,7 @@ from torch import nn
 
 from rnnkit.config import Config
 from rnnkit.data import EncodedDataset, TextTokenizer, Vocabulary
+from rnnkit.errors import CheckpointError
 from rnnkit.models import build_model
 from rnnkit.runs.folder import RunDir
 from rnnkit.runtime import resolve_device
@@ -66,14 +67,29 @@ class TrainedRun:
 def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
     """The best model of a finished (or running) run, on ``device`` (``cpu``, ``cuda``, ``auto``...).
 
-    A folder that is not a run, or a run without a finished epoch, is a one-line
+    A folder that is not a run, a run without a finished epoch, or a run whose config, vocabulary,
+    labels or checkpoint do not belong together (see :mod:`rnnkit.runs.manifest`) is a one-line
     :class:`~rnnkit.errors.CheckpointError`.
     """
     run = RunDir(run_dir)
+    run.require()
+    run.verify_files()
     cfg = run.load_config()
     target = device if isinstance(device, torch.device) else resolve_device(device)
     best = run.checkpoints.load_best()
     sizes = best.meta["model"]
+    vocab, label_names = run.load_vocab(), run.load_labels()
+    # Runs written before run.json existed get these checks only; they catch what breaks loading.
+    if len(label_names) != sizes["num_classes"]:
+        raise CheckpointError(
+            f"{run.labels_file} names {len(label_names)} classes but the model in "
+            f"{run.checkpoints.path('best')} has {sizes['num_classes']} outputs"
+        )
+    if len(vocab) != sizes["vocab_size"]:
+        raise CheckpointError(
+            f"{run.vocab_file} holds {len(vocab)} tokens but the model in "
+            f"{run.checkpoints.path('best')} has {sizes['vocab_size']} embedding rows"
+        )
     model = build_model(
         cfg.model,
         vocab_size=sizes["vocab_size"],
@@ -81,14 +97,20 @@ def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
         embedding_dim=sizes["embedding_dim"],
         freeze_embeddings=cfg.embeddings.freeze,
     )
-    model.load_state_dict(best.section("model"))
-    vocab = run.load_vocab()
+    try:
+        model.load_state_dict(best.section("model"))
+    except RuntimeError as error:  # missing/unexpected keys, size mismatches
+        first = str(error).split("\n\t", 2)[1] if "\n\t" in str(error) else str(error)
+        raise CheckpointError(
+            f"{run.config_file} does not describe the weights in {run.checkpoints.path('best')} "
+            f"({' '.join(first.split())[:200]}); restore the run's own config.yaml"
+        ) from None
     return TrainedRun(
         path=run.path,
         config=cfg,
         vocab=vocab,
         tokenizer=vocab.tokenizer,
-        label_names=run.load_labels(),
+        label_names=label_names,
         model=model.to(target).eval(),
         max_length=cfg.data.max_length,
         device=target,

@@ -7,6 +7,7 @@ killed at any moment can be continued with :func:`resume`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,6 +21,7 @@ import torch
 
 from rnnkit import __version__, distributed
 from rnnkit.config import Config
+from rnnkit.data import prepare_data
 from rnnkit.data.tokenizers import names_a_file
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.inference import Predictions, predict_dataset
@@ -58,14 +60,17 @@ def train(
     """Train a new run into ``run_dir`` and return its ``metrics.json`` content.
 
     ``callbacks`` run after rnnkit's own (early stopping, best checkpoint, loggers, progress bar).
+    With ``overwrite`` an old run in ``run_dir`` stays intact until the new one has loaded its data
+    and built its model (see :meth:`RunDir.install_setup`).
     """
     cfg = absolute_paths(cfg)
     check_model_name(cfg.model.name)  # a typo fails before minutes of data preparation
     distributed.setup(cfg.train.device)  # under torchrun: join the group before asking who is main
     run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
-    if distributed.is_main_process():
-        run.create(overwrite=overwrite)
-    with configure_runtime(cfg.train):
+    with contextlib.ExitStack() as held:
+        if distributed.is_main_process():
+            held.enter_context(run.claim_new(overwrite=overwrite))
+        held.enter_context(configure_runtime(cfg.train))
         return _fit(cfg, run, resuming=False, user_callbacks=callbacks)
 
 
@@ -81,8 +86,12 @@ def resume(
                 f"--set {override} cannot change a run being resumed; only {', '.join(RESUME_OVERRIDES)} can"
             )
     run = RunDir(run_dir)
-    cfg = run.load_config(overrides)
-    with configure_runtime(cfg.train):
+    with contextlib.ExitStack() as held:
+        if distributed.is_main_process():
+            held.enter_context(run.claim_existing())
+        run.verify_files()
+        cfg = run.load_config(overrides)
+        held.enter_context(configure_runtime(cfg.train))
         return _fit(cfg, run, resuming=True, user_callbacks=callbacks)
 
 
@@ -136,7 +145,11 @@ def seed_everything(seed: int) -> None:
 
 def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[Callback]) -> dict[str, Any]:
     _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
-    data = run.prepare_data(cfg)
+    if resuming:
+        data = run.prepare_data(cfg)
+    else:
+        with distributed.main_process_first():  # rank 0 fills the cache, the others read it
+            data = prepare_data(cfg)
     if len(data.validation) == 0:
         raise DataError(
             "the validation split is empty; set data.val_size > 0 "
@@ -145,8 +158,6 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
     num_classes = len(data.label_names)
     with distributed.main_process_first():  # rank 0 sets a damaged checkpoint aside, then all load
         checkpoint = run.checkpoints.load_latest() if resuming else None
-    if distributed.is_main_process() and not resuming:
-        run.write_setup(cfg, data.vocab, data.label_names)
     seed_everything(cfg.train.seed)
     embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
     model = build_model(
@@ -157,6 +168,8 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         freeze_embeddings=cfg.embeddings.freeze,
         embedding_dim=embedding_dim,
     )
+    if distributed.is_main_process() and not resuming:  # config, data and model are ready
+        run.install_setup(cfg, data.vocab, data.label_names)
     if distributed.get_world_size() > 1:  # own dropout masks per rank; DDP gives all rank 0's weights
         torch.manual_seed(cfg.train.seed + distributed.get_rank())
     monitor = cfg.train.monitor
