@@ -117,6 +117,7 @@ def test_a_run_folder_holds_config_vocabulary_labels_checkpoints_history_metrics
         "report.json",
         "curves.png",
         "confusion_matrix.png",
+        "baseline.safetensors",
     }
     assert (trained_run / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((trained_run / "labels.json").read_text()) == ["hockey", "mideast", "space"]

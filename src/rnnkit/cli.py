@@ -210,7 +210,10 @@ def _train(args: argparse.Namespace) -> int:
         distributed.cleanup()
     test = metrics["test"]
     if distributed.is_main_process():
-        print(f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}  run folder: {run_dir}")
+        baseline = metrics.get("baseline", {}).get("test")
+        versus = f"  (TF-IDF baseline {baseline['accuracy']:.4f})" if baseline else ""
+        scores = f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}{versus}"
+        print(f"{scores}  run folder: {run_dir}")
     return 0
 
 
@@ -224,8 +227,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = result["metrics"]
     print(
         f"{args.split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"loss {metrics['loss']:.4f}  (best epoch {result['best_epoch']})\n"
+        f"loss {metrics['loss']:.4f}  (best epoch {result['best_epoch']})"
     )
+    if "baseline" in result:
+        baseline = result["baseline"]
+        print(
+            f"TF-IDF baseline ({baseline['model']}): accuracy {baseline['accuracy']:.4f}  "
+            f"macro-F1 {baseline['macro_f1']:.4f}"
+        )
+    print()
     print(result["report"])
     return 0
 

@@ -115,6 +115,7 @@ class TrainConfig:
     num_threads: int = _at_least(0, 0)
     flush_denormal: bool = True
     reuse_memory: bool = True
+    baseline: bool = True
     checkpoint_every: int = _at_least(0, 0)
     compile: bool = False
     progress: bool = True

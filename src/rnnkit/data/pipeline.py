@@ -57,6 +57,8 @@ class PreparedData:
     label_names: list[str]
     embeddings: torch.Tensor | None
     stats: dict[str, Any]
+    token_ids: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+    """Each split's token ids before truncation to ``data.max_length`` (the baseline reads whole texts)."""
 
 
 @dataclass
@@ -118,6 +120,7 @@ def prepare_data(cfg: Config) -> PreparedData:
         label_names=corpus.label_names,
         embeddings=None if matrix is None else torch.from_numpy(matrix),
         stats=stats,
+        token_ids=corpus.sequences,
     )
 
 

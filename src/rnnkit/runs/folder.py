@@ -12,6 +12,7 @@
     history.csv                 per-epoch train/validation loss and accuracy, lr, epoch time
     metrics.json                test and validation metrics, best epoch, train time, data stats
     report.txt / report.json    per-class precision/recall/F1 on the test set
+    baseline.safetensors        the TF-IDF linear baseline fitted on the same training split
     curves.png / confusion_matrix.png
     tensorboard/                TensorBoard events, with train.loggers: [..., tensorboard]
 
@@ -65,6 +66,7 @@ class RunDir:
         self.curves_file = self.path / "curves.png"
         self.confusion_file = self.path / "confusion_matrix.png"
         self.tensorboard_dir = self.path / "tensorboard"
+        self.baseline_file = self.path / "baseline.safetensors"
         self.checkpoints = CheckpointStore(self.path / "checkpoints")
         self.lock: RunLock | None = None
         """Held while this process writes the run (:meth:`claim_new`, :meth:`claim_existing`)."""

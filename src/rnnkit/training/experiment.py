@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ import numpy as np
 import torch
 
 from rnnkit import __version__, distributed
+from rnnkit.baseline import LinearBaseline, baseline_monitor, evaluate_baseline, fit_baseline
 from rnnkit.config import Config
 from rnnkit.data import prepare_data
+from rnnkit.data import PreparedData
+from rnnkit.data.pipeline import SPLITS
 from rnnkit.data.tokenizers import names_a_file
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.inference import Predictions, predict_dataset
@@ -96,20 +100,32 @@ def resume(
 
 
 def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, Any]:
-    """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split."""
-    train_cfg = RunDir(run_dir).load_config().train
+    """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split.
+
+    A run that saved a TF-IDF baseline also gets the baseline's score on the split (``baseline``).
+    """
+    folder = RunDir(run_dir)
+    train_cfg = folder.load_config().train
     device = resolve_device(train_cfg.device)
     with configure_runtime(train_cfg):
         run = open_run(run_dir, device)  # before the data: a bad checkpoint fails fast
-        dataset = run.load_split(split)
+        data = folder.prepare_data(run.config)
+        dataset = getattr(data, split)
         predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
     text, _ = per_class_report(predictions, run.label_names)
-    return {
+    result = {
         "split": split,
         "metrics": summarize(predictions, len(run.label_names)),
         "best_epoch": run.record["epoch"],
         "report": text,
     }
+    if folder.baseline_file.exists():
+        baseline = LinearBaseline.load(folder.baseline_file)
+        scores = evaluate_baseline(
+            baseline, {split: (data.token_ids[split], dataset.labels)}, len(run.vocab), len(run.label_names)
+        )
+        result["baseline"] = {"model": baseline.model, **scores[split]}
+    return result
 
 
 def absolute_paths(cfg: Config) -> Config:
@@ -170,6 +186,7 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
     )
     if distributed.is_main_process() and not resuming:  # config, data and model are ready
         run.install_setup(cfg, data.vocab, data.label_names)
+    baseline = _baseline(cfg, run, data) if distributed.is_main_process() else None
     if distributed.get_world_size() > 1:  # own dropout masks per rank; DDP gives all rank 0's weights
         torch.manual_seed(cfg.train.seed + distributed.get_rank())
     monitor = cfg.train.monitor
@@ -209,6 +226,8 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         "rnnkit_version": __version__,
         "data": data.stats,
     }
+    if baseline is not None:
+        metrics["baseline"] = baseline
     for callback in callbacks:
         callback.on_test_end(trainer, metrics, test)
     if distributed.is_main_process():
@@ -224,7 +243,59 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         metrics["best_epoch"],
         run.path,
     )
+    if baseline is not None and "test" in baseline:
+        gap = 100 * (metrics["test"]["accuracy"] - baseline["test"]["accuracy"])
+        logger.info(
+            "TF-IDF baseline (%s) on the same split: test accuracy %.4f, macro-F1 %.4f; %s is %.1f points %s",
+            baseline["model"],
+            baseline["test"]["accuracy"],
+            baseline["test"]["macro_f1"],
+            cfg.model.name,
+            abs(gap),
+            "above it" if gap >= 0 else "below it",
+        )
     return metrics
+
+
+def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | None:
+    """The TF-IDF linear reference on the run's own splits, as ``metrics.json["baseline"]``.
+
+    Fitted before the network so its validation score is in the log from the start (the number to
+    beat); a resumed run reloads the one it saved. ``None`` when ``train.baseline`` is off; a
+    baseline that cannot be fitted is one log line and ``{"skipped": reason}``, never a failure.
+    """
+    if not cfg.train.baseline:
+        return None
+    started = time.perf_counter()
+    vocab_size, num_classes = len(data.vocab), len(data.label_names)
+    splits = {name: (data.token_ids[name], getattr(data, name).labels) for name in SPLITS}
+    if run.baseline_file.exists():
+        model = LinearBaseline.load(run.baseline_file)
+    else:
+        monitor = baseline_monitor(cfg.train.monitor)
+        try:
+            model = fit_baseline(
+                splits["train"], splits["validation"], vocab_size, num_classes, monitor=monitor
+            )
+        except ValueError as error:
+            logger.warning("TF-IDF baseline skipped: %s", error)
+            return {"skipped": str(error)}
+        model.save(run.baseline_file)
+    del splits["train"]
+    summary = {
+        "model": model.model,
+        "features": len(model.features),
+        **evaluate_baseline(model, splits, vocab_size, num_classes),
+        "time_s": round(time.perf_counter() - started, 3),
+    }
+    logger.info(
+        "TF-IDF baseline (%s, %.1f s): validation accuracy %.4f, macro-F1 %.4f: the score to beat",
+        summary["model"],
+        summary["time_s"],
+        summary["validation"]["accuracy"],
+        summary["validation"]["macro_f1"],
+    )
+    return summary
 
 
 def _write_reports(
@@ -235,10 +306,16 @@ def _write_reports(
     metrics: dict[str, Any],
 ) -> None:
     text, table = per_class_report(test, label_names)
-    atomic_write_text(run.report_text_file, text)
-    atomic_write_json(run.report_json_file, table)
     plot_history(history, run.curves_file)
     plot_confusion(confusion(test, len(label_names)), label_names, run.confusion_file)
+    baseline = metrics.get("baseline", {})
+    if "test" in baseline:
+        text += (
+            f"\nTF-IDF baseline on the same split ({baseline['model']}): "
+            f"accuracy {baseline['test']['accuracy']:.4f}, macro-F1 {baseline['test']['macro_f1']:.4f}\n"
+        )
+    atomic_write_text(run.report_text_file, text)
+    atomic_write_json(run.report_json_file, table)
     atomic_write_json(run.metrics_file, metrics)  # last: its presence means the run is complete
 
 

@@ -1,0 +1,176 @@
+"""The built-in TF-IDF baseline: scikit-learn's features over the run's tokens, chosen on validation,
+saved without pickle, and reported beside every run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.naive_bayes import ComplementNB
+from sklearn.svm import LinearSVC
+
+from rnnkit import baseline as baseline_module
+from rnnkit.baseline import LinearBaseline, evaluate_baseline, fit_baseline
+from rnnkit.cli import main
+from rnnkit.training import experiment
+from tests.test_trainer import cli_args, tiny_settings, train_tiny_run, write_corpus
+
+VOCAB = 40
+
+
+def random_documents(count: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Documents of ids 2..VOCAB-1 whose label (0..2) raises the odds of a few ids."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    documents = []
+    for label in labels:
+        common = rng.integers(2, VOCAB, rng.integers(3, 20))
+        topical = rng.integers(2 + 5 * label, 7 + 5 * label, rng.integers(1, 6))
+        documents.append(np.concatenate([common, topical, [0, 1]]).astype(np.int32))  # pad and unk too
+    return documents, labels
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+
+
+def test_features_are_scikit_learns_tfidf_over_the_same_tokens():
+    train = random_documents(60, seed=0)
+    model = fit_baseline(train, random_documents(30, seed=1), VOCAB, 3)
+    as_words = [" ".join(f"w{i}" for i in doc if i > 1) for doc in train[0]]
+    vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, max_df=0.5, token_pattern=r"\S+")
+    expected = vectorizer.fit_transform(as_words)
+    kept = [int(name[1:]) for name in vectorizer.get_feature_names_out()]
+    assert sorted(model.features.tolist()) == sorted(kept)
+    ours = baseline_module._tfidf(baseline_module._counts(train[0], VOCAB)[:, model.features], model.idf)
+    order = np.argsort([f"w{i}" for i in model.features])  # the vectorizer sorts its columns by name
+    np.testing.assert_allclose(ours.toarray()[:, order], expected.toarray(), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reference"),
+    [(("linear_svc", 0.3), LinearSVC(C=0.3)), (("complement_nb", 0.3), ComplementNB(alpha=0.3))],
+)
+def test_its_predictions_are_those_of_the_chosen_scikit_learn_model(monkeypatch, candidate, reference):
+    monkeypatch.setattr(baseline_module, "CANDIDATES", (candidate,))
+    train, validation = random_documents(80, seed=2), random_documents(40, seed=3)
+    model = fit_baseline(train, validation, VOCAB, 3)
+
+    def features(documents):
+        return baseline_module._tfidf(baseline_module._counts(documents, VOCAB)[:, model.features], model.idf)
+
+    reference.fit(features(train[0]), train[1])
+    np.testing.assert_array_equal(
+        model.predict(validation[0], VOCAB), reference.predict(features(validation[0]))
+    )
+
+
+def test_the_candidate_with_the_best_validation_score_is_kept(monkeypatch):
+    train, validation = random_documents(80, seed=4), random_documents(40, seed=5)
+    scores = {}
+    for name, strength in baseline_module.CANDIDATES:
+        monkeypatch.setattr(baseline_module, "CANDIDATES", ((name, strength),))
+        single = fit_baseline(train, validation, VOCAB, 3)
+        scores[single.model] = evaluate_baseline(single, {"v": validation}, VOCAB, 3)["v"]["accuracy"]
+    monkeypatch.undo()
+    chosen = fit_baseline(train, validation, VOCAB, 3)
+    assert scores[chosen.model] == max(scores.values())
+
+
+def test_a_class_missing_from_training_is_never_predicted():
+    documents, labels = random_documents(60, seed=6)
+    keep = labels != 1
+    model = fit_baseline(
+        ([d for d, k in zip(documents, keep, strict=True) if k], labels[keep]),
+        random_documents(20, seed=7),
+        VOCAB,
+        3,
+    )
+    assert 1 not in set(model.predict(random_documents(50, seed=8)[0], VOCAB).tolist())
+
+
+def test_it_saves_as_safetensors_and_loads_back_to_the_same_scores(tmp_path):
+    train = random_documents(60, seed=9)
+    model = fit_baseline(train, random_documents(30, seed=10), VOCAB, 3)
+    model.save(tmp_path / "baseline.safetensors")
+    loaded = LinearBaseline.load(tmp_path / "baseline.safetensors")
+    assert loaded.model == model.model
+    np.testing.assert_array_equal(loaded.scores(train[0], VOCAB), model.scores(train[0], VOCAB))
+
+
+def test_a_damaged_baseline_file_is_one_clear_error(tmp_path):
+    (tmp_path / "baseline.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception, match="damaged or not an rnnkit baseline; delete it"):
+        LinearBaseline.load(tmp_path / "baseline.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("documents", "labels", "reason"),
+    [
+        ([np.array([2, 3], np.int32)] * 6, np.array([0, 1] * 3), "no token"),
+        ([np.array([2, 3, 4], np.int32)] * 6, np.zeros(6, np.int64), "single class"),
+    ],
+)
+def test_data_it_cannot_learn_from_is_a_value_error(documents, labels, reason):
+    with pytest.raises(ValueError, match=reason):
+        fit_baseline((documents, labels), (documents, labels), VOCAB, 2)
+
+
+def test_every_run_reports_the_baseline_beside_the_network(tmp_path):
+    run = train_tiny_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    baseline = metrics["baseline"]
+    assert set(baseline) >= {"model", "features", "validation", "test", "time_s"}
+    assert 0.0 <= baseline["test"]["accuracy"] <= 1.0
+    assert (run / "baseline.safetensors").is_file()
+    assert "TF-IDF baseline on the same split" in (run / "report.txt").read_text()
+    evaluated = experiment.evaluate(run, "test")
+    assert evaluated["baseline"]["accuracy"] == pytest.approx(baseline["test"]["accuracy"])
+    assert evaluated["baseline"]["macro_f1"] == pytest.approx(baseline["test"]["macro_f1"])
+
+
+def test_train_baseline_false_fits_none(tmp_path):
+    run = train_tiny_run(tmp_path, **{"train.baseline": False})
+    assert "baseline" not in json.loads((run / "metrics.json").read_text())
+    assert not (run / "baseline.safetensors").exists()
+    assert "baseline" not in experiment.evaluate(run, "test")
+
+
+def test_a_baseline_that_cannot_be_fitted_is_one_log_line_and_the_run_completes(tmp_path, caplog):
+    corpus = tmp_path / "same.csv"
+    corpus.write_text("text,label\n" + "".join(f"word,{'ab'[i % 2]}\n" for i in range(40)))
+    with caplog.at_level("WARNING", logger="rnnkit"):
+        assert main(["train", "--run-dir", str(tmp_path / "run"), *cli_args(tiny_settings(corpus))]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    reason = "no token occurs in at least two and at most half of the training documents"
+    assert metrics["baseline"] == {"skipped": reason}
+    assert [r.message for r in caplog.records if "baseline skipped" in r.message]
+
+
+def test_the_cli_prints_the_baseline_beside_the_test_accuracy(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    assert main(["train", "-q", "--run-dir", str(tmp_path / "run"), *cli_args(tiny_settings(corpus))]) == 0
+    assert re.search(r"test accuracy [01]\.\d{4} .*\(TF-IDF baseline [01]\.\d{4}\)", capsys.readouterr().out)
+    assert main(["evaluate", "--run-dir", str(tmp_path / "run")]) == 0
+    assert "TF-IDF baseline (" in capsys.readouterr().out
+
+
+def test_a_resumed_run_reuses_the_baseline_it_saved(tmp_path):
+    run = train_tiny_run(tmp_path)
+    saved = (run / "baseline.safetensors").read_bytes()
+    before = json.loads((run / "metrics.json").read_text())["baseline"]
+    assert main(["train", "-q", "--resume", str(run), "--set", "train.epochs=3"]) == 0
+    after = json.loads((run / "metrics.json").read_text())["baseline"]
+    assert (run / "baseline.safetensors").read_bytes() == saved
+    assert after["test"] == before["test"]
+
+
+def test_a_run_folder_names_its_baseline_file(tmp_path):
+    from rnnkit.runs import RunDir
+
+    assert RunDir(tmp_path).baseline_file == Path(tmp_path) / "baseline.safetensors"
