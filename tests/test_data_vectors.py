@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from rnnkit.config import EmbeddingsConfig
+from rnnkit.config import EmbeddingsConfig, load_config
 from rnnkit.data import Tokenizer, Vocabulary, build_embeddings, load_vectors
 from rnnkit.data.vectors import Vectors, align_vectors
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 
 WORDS = ["the", "space", "rocket", "moon"]
 VECTORS = np.arange(len(WORDS) * 3, dtype=np.float32).reshape(len(WORDS), 3) + 1
@@ -121,3 +121,41 @@ def test_train_source_is_reproducible_word2vec_on_the_training_tokens(
     second, _ = build_embeddings(cfg, vocab, train, tmp_path / "b", seed=1)
     assert first.shape == (6, 8) and np.array_equal(first, second)
     assert stats["embedding_coverage_vocab_pct"] == 100.0
+
+
+def test_a_list_of_sources_concatenates_their_aligned_vectors(tmp_path: Path, vocab: Vocabulary) -> None:
+    path = tmp_path / "v.txt"
+    _keyed().save_word2vec_format(str(path), binary=False)
+    train = [np.array([2, 3, 4, 5] * 5)] * 20
+    alone, _ = build_embeddings(EmbeddingsConfig(source=str(path)), vocab, train, tmp_path / "c", seed=1)
+    both, stats = build_embeddings(
+        EmbeddingsConfig(source=[str(path), "train"], dim=8), vocab, train, tmp_path / "c", seed=1
+    )
+    assert both.shape == (6, 3 + 8) and stats["embedding_dim"] == 11
+    assert np.array_equal(both[:, :3], alone)
+    assert stats["embedding_source"] == f"{path}+train"
+
+
+def test_corpus_trained_vectors_are_scaled_to_the_pretrained_spread(
+    tmp_path: Path, vocab: Vocabulary
+) -> None:
+    path = tmp_path / "v.txt"
+    _keyed().save_word2vec_format(str(path), binary=False)
+    train = [np.array([2, 3, 4, 5] * 5)] * 20
+    both, _ = build_embeddings(
+        EmbeddingsConfig(source=[str(path), "train"], dim=8), vocab, train, tmp_path / "c", seed=1
+    )
+    assert np.std(both[1:, 3:]) == pytest.approx(np.std(both[1:, :3]), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (["glove-6b-50d", "random"], "'random' cannot be combined"),
+        (["train", "train"], "lists a source twice"),
+        ([], "must name a source"),
+    ],
+)
+def test_impossible_source_lists_are_config_errors(source: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[f"embeddings.source=[{', '.join(source)}]"])

