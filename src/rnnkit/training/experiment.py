@@ -23,8 +23,7 @@ import torch
 from rnnkit import __version__, distributed
 from rnnkit.baseline import LinearBaseline, baseline_monitor, evaluate_baseline, fit_baseline
 from rnnkit.config import Config
-from rnnkit.data import prepare_data
-from rnnkit.data import PreparedData
+from rnnkit.data import PreparedData, prepare_data
 from rnnkit.data.pipeline import SPLITS
 from rnnkit.data.tokenizers import names_a_file
 from rnnkit.errors import ConfigError, DataError
