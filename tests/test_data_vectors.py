@@ -150,12 +150,21 @@ def test_corpus_trained_vectors_are_scaled_to_the_pretrained_spread(
 
 @pytest.mark.parametrize(
     ("source", "message"),
-    [
-        (["glove-6b-50d", "random"], "'random' cannot be combined"),
-        (["train", "train"], "lists a source twice"),
-        ([], "must name a source"),
-    ],
+    [(["train", "train"], "lists a value twice"), ([], "must name at least one value")],
 )
 def test_impossible_source_lists_are_config_errors(source: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[f"embeddings.source=[{', '.join(source)}]"])
+
+
+def test_random_in_a_list_is_a_trainable_random_block_beside_the_vectors(
+    tmp_path: Path, vocab: Vocabulary
+) -> None:
+    path = tmp_path / "v.txt"
+    _keyed().save_word2vec_format(str(path), binary=False)
+    both, stats = build_embeddings(
+        EmbeddingsConfig(source=[str(path), "random"], dim=5), vocab, [np.array([2, 3])], tmp_path, seed=0
+    )
+    assert both.shape == (6, 3 + 5) and not both[0].any()  # <pad> stays zero
+    assert np.std(both[1:, 3:]) == pytest.approx(np.std(both[1:, :3]), rel=1e-5)
+    assert stats["embedding_coverage_vocab_pct"] == 75.0  # a random block covers no word

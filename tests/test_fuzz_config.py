@@ -100,7 +100,8 @@ def _field_values(hint: Any, meta: typing.Mapping[str, Any]) -> st.SearchStrateg
         elif origin is str:
             alternatives.append(st.text(max_size=30))
         elif origin is list:
-            alternatives.append(st.lists(st.text(max_size=10), max_size=5))
+            min_size = 1 if meta.get("nonempty") else 0
+            alternatives.append(st.lists(st.text(max_size=10), min_size=min_size, max_size=5, unique=True))
         elif origin is dict:
             plain = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10))
             plain = plain | st.floats(allow_nan=False, allow_infinity=False)

@@ -68,25 +68,11 @@ class DataConfig:
 class EmbeddingsConfig:
     """Which word vectors initialise the embedding layer; a list of sources is concatenated."""
 
-    source: str | list[str] = "random"
+    source: str | list[str] = field(default="random", metadata={"nonempty": True, "unique": True})
     dim: int = _at_least(100, 1)
     freeze: bool = False
     limit: int | None = _at_least(None, 1)
     binary: bool | None = None
-
-    def __post_init__(self) -> None:
-        sources = self.sources
-        if not sources:
-            raise ConfigError(
-                "embeddings.source must name a source, e.g. glove-6b-50d or [glove-6b-50d, train]"
-            )
-        if len(sources) > 1 and "random" in sources:
-            raise ConfigError(
-                "embeddings.source: 'random' cannot be combined with other sources; "
-                "list only the vectors to concatenate, e.g. [glove-6b-50d, train]"
-            )
-        if len(set(sources)) < len(sources):
-            raise ConfigError(f"embeddings.source lists a source twice: {sources}")
 
     @property
     def sources(self) -> list[str]:
@@ -345,6 +331,10 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         if unknown:
             hint = did_you_mean(str(unknown[0]), items)
             raise ConfigError(f"{where} may only contain {', '.join(items)}; got {unknown[0]!r}{hint}")
+    if isinstance(value, list) and meta.get("nonempty") and not value:
+        raise ConfigError(f"{where} must name at least one value, got an empty list")
+    if isinstance(value, list) and meta.get("unique") and len(set(map(str, value))) < len(value):
+        raise ConfigError(f"{where} lists a value twice: {_show(value)}")
     if value is None or isinstance(value, (bool, str, list, dict)):
         return
     if "min" in meta and (value < meta["min"] or (meta.get("exclusive_min") and value == meta["min"])):

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Vectors", "align_vectors", "build_embeddings", "load_vectors", "train_word2vec"]
 
 GLOVE_PACKAGE = "glove-6b-50d"
+_LEARNED = ("train", "random")
+"""Sources made for this corpus, scaled to the pretrained vectors beside them."""
 _CACHE_VERSION = 2
 
 
@@ -213,19 +215,18 @@ def build_embeddings(
     Several sources are concatenated column-wise, e.g. GloVe's general English beside word2vec
     trained on the corpus itself (``[glove-6b-50d, train]``): rows then carry both the pretrained
     meaning and the domain's own usage, and a word missing from one source still has the other.
-    Corpus-trained blocks are scaled to the spread of the first pretrained block, so neither part
-    dominates the first layer at the start.
+    ``random`` in a list is a block of ``dim`` random columns, free to learn what the vectors lack.
+    Corpus-trained and random blocks are scaled to the spread of the first pretrained block, so no
+    part dominates the first layer at the start.
     """
     if cfg.sources == ["random"]:
         return None, {"embedding_source": "random"}
     blocks = [_aligned(source, cfg, vocab, train_sequences, cache_dir, seed) for source in cfg.sources]
-    pretrained = [
-        matrix for source, (matrix, _, _) in zip(cfg.sources, blocks, strict=True) if source != "train"
-    ]
+    pretrained = [m for source, (m, _, _) in zip(cfg.sources, blocks, strict=True) if source not in _LEARNED]
     if pretrained:
         target = float(np.std(pretrained[0][PAD_ID + 1 :]))
         for source, (matrix, _, _) in zip(cfg.sources, blocks, strict=True):
-            if source == "train":
+            if source in _LEARNED:
                 matrix *= target / max(float(np.std(matrix[PAD_ID + 1 :])), 1e-12)
     matrix = np.concatenate([block[0] for block in blocks], axis=1)
     stats = {
@@ -258,6 +259,10 @@ def _aligned(
     matrix is cached on its own, keyed by the vocabulary, the source (with file size and mtime),
     the dimension, the limit and the seed.
     """
+    if source == "random":
+        matrix = np.random.default_rng([seed, 1]).normal(0.0, 1.0, (len(vocab), cfg.dim)).astype(np.float32)
+        matrix[PAD_ID] = 0.0
+        return matrix, np.zeros(len(vocab), dtype=bool), True
     if source == "train":
         corpus = fingerprint([hashlib.sha256(s.tobytes()).hexdigest() for s in train_sequences])
         identity: Any = {"train": corpus, "dim": cfg.dim, "word2vec": WORD2VEC}
