@@ -59,7 +59,7 @@ from rnnkit.compare import RunRecord, load_run
 from rnnkit.config import Config, load_config
 from rnnkit.figures import save_png
 from rnnkit.runs import RunDir
-from rnnkit.training.experiment import absolute_paths
+from rnnkit.training.experiment import absolute_paths, as_used
 from rnnkit.tune.runner import quiet_training, run_or_resume
 from rnnkit.tune.space import apply
 from rnnkit.tune.studydir import NOT_COMPARED, first_difference
@@ -215,7 +215,8 @@ def train_cell(cfg: Config, name: str, seed: int, runs_dir: Path) -> None:
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
     if folder.config_file.is_file():
         saved = load_config(folder.config_file)
-        difference = first_difference(cfg.to_dict(), saved.to_dict(), NOT_COMPARED)
+        requested = as_used(cfg, saved.embeddings.dim)  # the saved config says what was used
+        difference = first_difference(requested.to_dict(), saved.to_dict(), NOT_COMPARED)
         if difference:
             sys.exit(
                 f"{folder.path} was trained with another config ({difference}); "

@@ -185,3 +185,15 @@ def test_an_unknown_include_package_is_one_line_exit_2(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("rnnkit: error: --include-package no_such_module_xyz")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["model.hidden_size=1000000", "model.num_layers=100000", "embeddings.dim=100000000000"],
+)
+def test_a_model_too_large_for_this_machine_is_refused_before_anything_is_written(tmp_path, capsys, setting):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), *cli_args(tiny_settings(corpus)), "--set", setting]
+    fails_with(capsys, argv, "training this model needs about", "GB of memory")
+    assert not run.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,76 @@ def test_every_error_message_is_one_line(tmp_path):
 def test_a_config_survives_a_round_trip_through_yaml(tmp_path):
     cfg = load_config(CONFIGS / "lstm.yaml", ["train.epochs=4", "data.categories=[a, b]"])
     assert load_config(write(tmp_path, cfg.to_yaml())) == cfg
+
+
+def alias_bomb(levels: int, width: int = 9) -> str:
+    """``model.options`` whose YAML aliases expand to ``width ** levels`` strings (none refers to itself)."""
+    lines = ["model:", "  options:", f"    l0: &l0 [{', '.join(['x'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"    l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_load_time(tmp_path):
+    with pytest.raises(ConfigError, match="expand to more than") as error:
+        load_config(write(tmp_path, alias_bomb(levels=9)))
+    assert len(str(error.value)) < 300
+
+
+def test_an_alias_bomb_in_an_override_is_refused_too():
+    levels = [f"l0: &l0 [{', '.join(['x'] * 10)}]"]
+    levels += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 6)]
+    bomb = "{" + ", ".join(levels) + "}"  # 10 ** 6 strings
+    with pytest.raises(ConfigError, match="expand to more than"):
+        load_config(overrides=[f"model.options={bomb}"])
+
+
+def test_aliases_that_expand_to_a_normal_size_are_fine(tmp_path):
+    cfg = load_config(write(tmp_path, alias_bomb(levels=3)))
+    assert len(cfg.model.options["l2"]) == 9
+
+
+def test_more_threads_than_four_per_core_is_refused():
+    cores = os.cpu_count() or 1
+    assert load_config(overrides=[f"train.num_threads={4 * cores}"]).train.num_threads == 4 * cores
+    with pytest.raises(ConfigError, match=r"train\.num_threads must be at most .*CPU cores"):
+        load_config(overrides=["train.num_threads=100000"])
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("reviews.csv", "csv"), ("reviews.CSV", "csv"), ("posts.jsonl", "jsonl"), ("posts.json", "jsonl")],
+)
+def test_the_dataset_kind_follows_a_data_path_file(tmp_path, name, kind, caplog):
+    caplog.set_level(logging.INFO)
+    cfg = load_config(overrides=[f"data.path={tmp_path / name}"])
+    assert cfg.data.dataset == kind
+    assert f"reading data.path as {kind}" in caplog.text
+
+
+def test_a_data_path_folder_is_a_folder_data_set_or_a_train_test_pair(tmp_path):
+    (tmp_path / "classes").mkdir()
+    assert load_config(overrides=[f"data.path={tmp_path / 'classes'}"]).data.dataset == "folder"
+    (tmp_path / "pair").mkdir()
+    for part in ("train", "test"):
+        (tmp_path / "pair" / f"{part}.jsonl").write_text("")
+    assert load_config(overrides=[f"data.path={tmp_path / 'pair'}"]).data.dataset == "jsonl"
+
+
+def test_a_data_path_given_with_a_20_newsgroups_config_is_read_as_what_it_is(tmp_path):
+    cfg = load_config(CONFIGS / "gru.yaml", [f"data.path={tmp_path / 'reviews.csv'}"])
+    assert cfg.data.dataset == "csv"
+    assert cfg.data.remove == [] and cfg.data.archive is None  # 20 Newsgroups settings, unused
+
+
+def test_a_data_path_of_unknown_kind_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.path .*notes\.txt.*set data\.dataset"):
+        load_config(overrides=[f"data.path={tmp_path / 'notes.txt'}"])
+
+
+def test_20_newsgroups_settings_are_dropped_for_own_data_with_a_warning(tmp_path, caplog):
+    cfg = load_config(
+        overrides=["data.dataset=csv", f"data.path={tmp_path / 'a.csv'}", "data.remove=[headers]"]
+    )
+    assert cfg.data.remove == []
+    assert "data.remove applies to 20 Newsgroups only" in caplog.text

@@ -101,3 +101,42 @@ def test_tiny_data_falls_back_to_a_plain_split() -> None:
     data = TextDataset(["a", "b", "c"], [0, 1, 2], ["x", "y", "z"])
     rest, held = split_dataset(data, 0.34, seed=0)
     assert len(rest) + len(held) == 3 and len(held) == 2
+
+
+def test_one_number_spelled_several_ways_is_one_class(tmp_path: Path, caplog) -> None:
+    path = _write(tmp_path / "d.csv", "text,label\na,1\nb,1.0\nc, 1\nd,2\ne,01\n")
+    data = load_csv(path)
+    assert data.label_names == ["1", "2"] and data.labels.tolist() == [0, 0, 0, 1, 0]
+    assert "'01', '1', '1.0' are the same number" in caplog.text
+
+
+def test_labels_lose_their_surrounding_spaces_and_a_lone_spelling_keeps_its_form(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.jsonl", '{"text": "a", "label": " spam "}\n{"text": "b", "label": "007"}\n')
+    assert load_jsonl(path).label_names == ["007", "spam"]
+
+
+def test_json_numbers_and_number_strings_are_one_class(tmp_path: Path) -> None:
+    lines = ['{"text": "a", "label": 1}', '{"text": "b", "label": 1.0}', '{"text": "c", "label": "1"}']
+    assert load_jsonl(_write(tmp_path / "d.jsonl", "\n".join(lines))).label_names == ["1"]
+
+
+def test_a_symlink_to_a_file_outside_the_data_folder_is_skipped_and_counted(tmp_path: Path, caplog) -> None:
+    secret = _write(tmp_path / "outside" / "secret.txt", "password hunter2")
+    _write(tmp_path / "data" / "a" / "1.txt", "inside")
+    _write(tmp_path / "data" / "b" / "1.txt", "inside too")
+    (tmp_path / "data" / "a" / "2.txt").symlink_to(secret)
+    (tmp_path / "data" / "b" / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (tmp_path / "data" / "b" / "2.txt").symlink_to(tmp_path / "data" / "a" / "1.txt")  # inside: kept
+    data = load_folder(tmp_path / "data")
+    assert not any("hunter2" in text for text in data.texts)
+    assert sorted(data.texts) == ["inside", "inside", "inside too"]
+    assert data.stats["symlinks_outside_skipped"] == 2  # the file and the folder
+    assert "outside" in caplog.text and "symlink" in caplog.text
+
+
+def test_a_symlinked_class_folder_outside_the_data_folder_is_skipped(tmp_path: Path) -> None:
+    _write(tmp_path / "outside" / "secret.txt", "password hunter2")
+    _write(tmp_path / "data" / "a" / "1.txt", "inside")
+    (tmp_path / "data" / "b").symlink_to(tmp_path / "outside", target_is_directory=True)
+    data = load_folder(tmp_path / "data")
+    assert data.texts == ["inside"] and data.label_names == ["a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from rnnkit.config import Config
 from rnnkit.data import encode_texts, prepare_data
 from rnnkit.data.text import UNK_ID
+from rnnkit.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +127,49 @@ def test_encode_texts_reads_new_text_like_training_did(tmp_path: Path, split_csv
     rocket, launch = data.vocab.stoi["rocket"], data.vocab.stoi["launch"]
     assert encoded.sequences[0].tolist()[:2] == [rocket, launch]
     assert encoded.sequences[1].tolist() == [UNK_ID] and encoded.labels.tolist() == [0, 0]
+
+
+def test_data_with_one_class_is_refused(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "one.csv", [(f"word {i}", "spam") for i in range(20)])
+    with pytest.raises(DataError, match=r"only one class \('spam'\)"):
+        prepare_data(_config(tmp_path, path))
+
+
+def test_a_class_the_training_part_never_shows_is_named_in_the_log(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _csv(
+        folder / "train.csv",
+        [(f"space {i}", "space") for i in range(8)] + [(f"goal {i}", "sport") for i in range(8)],
+    )
+    _csv(folder / "test.csv", [("rocket", "space"), ("cake", "food"), ("pie", "food")])
+    data = prepare_data(_config(tmp_path, folder))
+    assert data.label_names == ["food", "space", "sport"]
+    assert "class 'food' has no training document (2 in the test part)" in caplog.text
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_log_says_which_part_is_the_test_set_and_where_it_came_from(
+    tmp_path: Path, split_csv: Path, caplog, cached
+) -> None:
+    caplog.set_level(logging.INFO)
+    if cached:
+        prepare_data(_config(tmp_path, split_csv))
+        caplog.clear()
+    prepare_data(_config(tmp_path, split_csv))
+    assert f"test set: {split_csv / 'test.csv'} (2 documents)" in caplog.text
+    caplog.clear()
+    prepare_data(_config(tmp_path, split_csv / "train.csv"))
+    assert f"test set: 20% of {split_csv / 'train.csv'} held out" in caplog.text
+    assert f"{split_csv / 'test.csv'} is not used: set data.path={split_csv}" in caplog.text
+
+
+def test_undecodable_documents_and_rows_without_a_label_are_counted_in_the_log(
+    tmp_path: Path, caplog
+) -> None:
+    rows = [f"word{i % 3} x,{'ab'[i % 2]}" for i in range(20)] + ["caf\xe9,a", "no label,"]
+    path = tmp_path / "d.csv"
+    path.write_bytes(("text,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    prepare_data(_config(tmp_path, path))
+    assert "1 documents had bytes that are not UTF-8" in caplog.text
+    assert "1 rows without a label were skipped" in caplog.text

@@ -110,6 +110,28 @@ def _field_values(hint: Any, meta: typing.Mapping[str, Any]) -> st.SearchStrateg
     return st.one_of(alternatives)
 
 
+NEWSGROUPS_ONLY = ("remove", "categories", "archive", "data_home")
+
+
+def _coherent(raw: dict[str, Any]) -> dict[str, Any]:
+    """Settings that agree with each other: ``data.path`` with folder, csv or jsonl data and the
+    20 Newsgroups settings only with 20 Newsgroups (the loader resolves other mixes; test_config);
+    a list of embedding sources that names each source once, and ``random`` only alone."""
+    sources = raw.get("embeddings", {}).get("source")
+    if isinstance(sources, list):
+        unique = list(dict.fromkeys(sources))
+        unique = [source for source in unique if source != "random"] if len(unique) > 1 else unique
+        raw["embeddings"]["source"] = unique or ["random"]
+    data = raw.get("data")
+    if data is not None:
+        if data.get("path") is not None and data.get("dataset", "20newsgroups") == "20newsgroups":
+            data["dataset"] = "csv"
+        if data.get("dataset", "20newsgroups") != "20newsgroups":
+            for key in NEWSGROUPS_ONLY:
+                data.pop(key, None)
+    return raw
+
+
 # A sparse but valid config: any subset of sections and keys, each with an allowed value.
 valid_raw_configs = st.fixed_dictionaries(
     {},
@@ -120,7 +142,7 @@ valid_raw_configs = st.fixed_dictionaries(
         )
         for name in SECTIONS
     },
-)
+).map(_coherent)
 
 
 def _assert_valid(config: Config) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good
 def test_early_stopping_waits_patience_epochs_without_improvement():
     class Loop:
         should_stop = False
+        cfg = TrainConfig(epochs=10)
 
     loop = Loop()
     stopper = EarlyStopping("val_accuracy", patience=2)
@@ -338,3 +341,56 @@ def test_a_checkpoint_that_keyed_callbacks_by_class_name_still_resumes(tmp_path)
 def test_two_callbacks_with_one_state_key_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"state_key 'EarlyStopping\[val_loss\]'"):
         tiny_trainer(tmp_path, [EarlyStopping("val_loss", 1), EarlyStopping("val_loss", 2)])
+
+
+def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    frozen = {"train.epochs": 2, "train.patience": 1, "train.lr": 1e-12}  # epoch 2 cannot improve
+    metrics = experiment.train(load_config(overrides=tiny_settings(corpus, **frozen)), tmp_path / "run")
+    assert metrics["epochs_trained"] == 2 and metrics["stopped_early"] is False
+    assert "early stopping" not in caplog.text
+
+
+def test_resuming_a_finished_run_says_so_and_rewrites_nothing(trained_run, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "is finished (2 of 2 epochs); nothing to do" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert " at epoch " not in caplog.text  # no "resuming RUN at epoch 3"
+
+
+def test_a_finished_run_resumed_with_more_epochs_trains_them(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["train", "-q", "--resume", str(run), "--set", "train.epochs=3"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs_trained"] == 3
+
+
+def test_the_saved_config_holds_what_was_used_not_what_was_ignored(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    vectors = tmp_path / "vectors.txt"
+    words = {word for text in TOPICS.values() for word in text.split()} | set(FILLER)
+    vectors.write_text("".join(f"{word} {' '.join(['0.5'] * 6)}\n" for word in sorted(words)))
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "my-cache"))
+    settings = {"data.remove": "[headers]", "embeddings.source": str(vectors), "embeddings.dim": 100}
+    main(["train", "-q", "--run-dir", str(tmp_path / "run"), *cli_args(tiny_settings(corpus, **settings))])
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.data.remove == []  # 20 Newsgroups only
+    assert saved.embeddings.dim == 6  # the vectors' width, not the unused setting
+    assert saved.data.cache_dir == str(tmp_path / "my-cache")  # resolved, not ~/...
+
+
+def test_a_report_that_cannot_be_drawn_loses_neither_the_model_nor_the_metrics(tmp_path, monkeypatch, caplog):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("cannot allocate 6.2 GB for a 23000 x 23000 figure")
+
+    monkeypatch.setattr(experiment, "plot_confusion", out_of_memory)
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    metrics = experiment.train(load_config(overrides=tiny_settings(corpus)), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] == metrics["test"]
+    assert (tmp_path / "run" / "curves.png").exists() and (tmp_path / "run" / "report.txt").exists()
+    assert "could not draw" in caplog.text and "confusion_matrix.png" in caplog.text

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
+import os
 import re
 import types
 import typing
@@ -22,8 +24,15 @@ import yaml
 
 from rnnkit.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 DEFAULT_TOKEN_PATTERN = r"[^\W_]+(?:['’][^\W_]+)*|[^\w\s]"
+MAX_YAML_VALUES = 100_000
+"""The most values a config may hold with its YAML aliases expanded (a real one holds a few dozen)."""
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+"""``train.num_threads`` above this only adds scheduling overhead (and 100,000 threads exhaust the
+process's memory)."""
 
 
 def _choice(default: str, *choices: str, prefix: str | None = None) -> Any:
@@ -117,7 +126,9 @@ class TrainConfig:
     device: str = _choice("auto", "auto", "cpu", "cuda", prefix="cuda:")
     amp: bool = True
     deterministic: bool = False
-    num_threads: int = _at_least(0, 0)
+    num_threads: int = field(
+        default=0, metadata={"min": 0, "max": MAX_THREADS, "why": f"4 x the {os.cpu_count()} CPU cores here"}
+    )
     flush_denormal: bool = True
     reuse_memory: bool = True
     baseline: bool = True
@@ -173,7 +184,48 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"config section {_show(name)} must be a mapping of keys, got {_kind(values)}")
         sections[name] = _build_section(name, section_type, values)
+    if "data" in sections:
+        sections["data"] = _resolve_data_source(sections["data"])
     return Config(**sections)
+
+
+_NEWSGROUPS_ONLY = {"remove": [], "categories": None, "archive": None, "data_home": None}
+"""Settings only the 20 Newsgroups loader reads, at the value that means "not set"."""
+
+
+def _resolve_data_source(data: DataConfig) -> DataConfig:
+    """The data settings as they will be used: ``data.path`` decides the kind of data when the config
+    still says 20 Newsgroups (which never reads it), and 20 Newsgroups settings are dropped for
+    one's own data, each said in the log, so the saved config.yaml holds only what was used."""
+    if data.path is not None and data.dataset == "20newsgroups":
+        kind = _dataset_kind(data.path)
+        logger.info("reading data.path as %s (data.dataset was 20newsgroups, which does not use it)", kind)
+        data = dataclasses.replace(data, dataset=kind)
+    if data.dataset == "20newsgroups":
+        return data
+    unused = [key for key, unset in _NEWSGROUPS_ONLY.items() if getattr(data, key) != unset]
+    for key in unused:
+        logger.warning("data.%s applies to 20 Newsgroups only; ignored for %s data", key, data.dataset)
+    return dataclasses.replace(data, **{key: _NEWSGROUPS_ONLY[key] for key in unused})
+
+
+def _dataset_kind(path: str) -> str:
+    """``folder``, ``csv`` or ``jsonl`` for a data path, from its suffix or what the folder holds."""
+    location = Path(path).expanduser()
+    suffix = location.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if location.is_dir():
+        for kind in ("csv", "jsonl"):
+            if (location / f"train.{kind}").is_file() and (location / f"test.{kind}").is_file():
+                return kind
+        return "folder"
+    raise ConfigError(
+        f"data.path {path!r} is neither a folder nor a .csv, .jsonl or .json file; "
+        "set data.dataset to folder, csv or jsonl"
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -197,10 +249,14 @@ def parse_yaml(text: str, source: str) -> Any:
     PyYAML's constructors let builtin errors escape on malformed input (``!!int ''`` raises
     IndexError, ``!!bool x`` KeyError, a bad date ValueError, deep nesting RecursionError), so
     anything raised while parsing means the text is not usable YAML. Self-referential values
-    (``&a [*a]``) are refused too: nothing downstream can copy, compare or save them.
+    (``&a [*a]``) and alias bombs are refused too: nothing downstream can copy, compare or save them.
     """
+    return _check_shape(_safe_load(text, source), source)
+
+
+def _safe_load(text: str, source: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -209,9 +265,38 @@ def parse_yaml(text: str, source: str) -> Any:
     except Exception as error:
         problem = _one_line(f"a value cannot be read ({type(error).__name__}: {error})")
         raise ConfigError(f"{source} is not valid YAML: {problem}") from None
+
+
+def _check_shape(data: Any, source: str) -> Any:
     if _is_cyclic(data):
         raise ConfigError(f"{source} is not valid: a value refers to itself (&anchor ... *anchor)")
+    if _expands_beyond(data, MAX_YAML_VALUES):
+        raise ConfigError(
+            f"{source} is not valid: its aliases (*anchor) expand to more than {MAX_YAML_VALUES:,} values; "
+            "write the values out instead of nesting aliases"
+        )
     return data
+
+
+def _expands_beyond(root: Any, limit: int) -> bool:
+    """Whether ``root`` counts more than ``limit`` values once every alias is expanded.
+
+    YAML aliases share one object, so ``[*a, *a, ...]`` nested nine deep is small in memory, but
+    anything that walks it (copying, comparing, printing, writing config.yaml) visits every
+    expansion: 9 levels of 9 are 387 million values. The walk stops as soon as the limit is passed.
+    """
+    seen, stack = 0, [root]
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _is_cyclic(root: Any) -> bool:
@@ -242,9 +327,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not dot or not section or not name:
         raise ConfigError(f"override {_show(override)} must look like section.key=value, e.g. train.epochs=3")
     try:
-        value = parse_yaml(text, "override") if text.strip() else None
+        value = _safe_load(text, "override") if text.strip() else None
     except ConfigError:
         value = text  # not YAML: take it as the plain string the user typed
+    _check_shape(value, f"--set {key.strip()}")
     target = raw.setdefault(section, {})
     if target is None:
         target = raw[section] = {}
@@ -341,7 +427,8 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         relation = "greater than" if meta.get("exclusive_min") else "at least"
         raise ConfigError(f"{where} must be {relation} {meta['min']}, got {_show(value)}")
     if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{where} must be at most {meta['max']}, got {_show(value)}")
+        why = f" ({meta['why']})" if "why" in meta else ""
+        raise ConfigError(f"{where} must be at most {meta['max']}{why}, got {_show(value)}")
 
 
 def did_you_mean(name: str, candidates: typing.Iterable[str], section: str | None = None) -> str:

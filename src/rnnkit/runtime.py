@@ -74,6 +74,21 @@ def resolve_device(name: str, *, local_rank: int = 0, world_size: int = 1) -> to
     return device
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes this process can still allocate on ``device``: free GPU memory, or the kernel's
+    ``MemAvailable`` for the CPU (Linux); ``None`` where that is unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 # glibc's mallopt parameters and defaults (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536

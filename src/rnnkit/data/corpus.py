@@ -8,6 +8,7 @@ Empty documents are kept here; the pipeline decides what to do with them after t
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
 import logging
@@ -31,8 +32,10 @@ __all__ = [
     "load_folder",
     "load_jsonl",
     "load_user_data",
+    "normalise_labels",
     "split_dataset",
     "split_indices",
+    "split_layout",
 ]
 
 
@@ -70,6 +73,39 @@ def encode_labels(raw: Sequence[Any], names: Sequence[str] | None = None) -> tup
     return np.array([index[str(value)] for value in raw], dtype=np.int64), list(names)
 
 
+def normalise_labels(raw: Sequence[Any]) -> list[str]:
+    """Label names as the user means them: surrounding spaces dropped, and one number written
+    several ways (``1``, ``1.0``, `` 1``, ``01``) one class, named as the number (said in the log).
+
+    A number written one way only keeps its spelling (``007`` stays ``007``).
+    """
+    names = [str(value).strip() for value in raw]
+    spellings: dict[decimal.Decimal, set[str]] = {}
+    for name in set(names):
+        number = _as_number(name)
+        if number is not None:
+            spellings.setdefault(number, set()).add(name)
+    canonical = {}
+    for number, written in spellings.items():
+        if len(written) > 1:
+            name = str(int(number)) if number == number.to_integral_value() else str(number.normalize())
+            logger.warning(
+                "labels %s are the same number; read as class %r",
+                ", ".join(repr(spelling) for spelling in sorted(written)),
+                name,
+            )
+            canonical.update(dict.fromkeys(written, name))
+    return [canonical.get(name, name) for name in names]
+
+
+def _as_number(name: str) -> decimal.Decimal | None:
+    try:
+        number = decimal.Decimal(name)
+    except decimal.InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
 def _label_sort_key(name: str) -> tuple[int, float, str]:
     try:
         number = float(name)
@@ -93,18 +129,43 @@ def _new_stats() -> dict[str, int]:
 
 
 def _read_folder(root: Path) -> tuple[list[str], list[str], dict[str, int]]:
-    """One sub-folder per class; every non-hidden file below it is one document."""
-    stats = _new_stats()
+    """One sub-folder per class; every non-hidden file below it is one document.
+
+    Symbolic links that lead outside ``root`` (a file, or a whole class folder) are not read: a data
+    set is what its folder holds. They are counted in ``stats["symlinks_outside_skipped"]`` and
+    logged; links inside the folder are read like the files they point to.
+    """
+    stats = {**_new_stats(), "symlinks_outside_skipped": 0}
     texts: list[str] = []
     labels: list[str] = []
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    real_root = root.resolve()
+    outside: list[Path] = []
+
+    def inside(path: Path) -> bool:
+        if not path.is_symlink() or path.resolve().is_relative_to(real_root):
+            return True
+        outside.append(path)
+        return False
+
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and inside(p))
     if not classes:
         raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<document files>")
     for folder in classes:
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+            if not hidden and inside(path) and path.is_file():
                 texts.append(_decode(path.read_bytes(), stats))
                 labels.append(folder.name)
+    if outside:
+        stats["symlinks_outside_skipped"] = len(outside)
+        logger.warning(
+            "skipped %d symbolic links that lead outside %s (e.g. %s -> %s); copy those files into the "
+            "data folder to use them",
+            len(outside),
+            root,
+            outside[0],
+            outside[0].resolve(),
+        )
     return texts, labels, stats
 
 
@@ -197,7 +258,13 @@ def _dataset(texts: list[str], raw_labels: list[Any], stats: dict[str, int], nam
 
 def _load(kind: str, path: str | Path, text_column: str = "text", label_column: str = "label") -> TextDataset:
     texts, raw, stats = _read(kind, Path(path).expanduser(), text_column, label_column)
-    return _dataset(texts, raw, stats, encode_labels(raw)[1])
+    labels = _label_names(kind, raw)
+    return _dataset(texts, labels, stats, encode_labels(labels)[1])
+
+
+def _label_names(kind: str, raw: list[Any]) -> list[str]:
+    """Folder names are labels exactly as written on disk; a file's labels are normalised."""
+    return [str(label) for label in raw] if kind == "folder" else normalise_labels(raw)
 
 
 def load_folder(path: str | Path) -> TextDataset:
@@ -215,7 +282,7 @@ def load_jsonl(path: str | Path, text_column: str = "text", label_column: str = 
     return _load("jsonl", path, text_column, label_column)
 
 
-def _split_paths(kind: str, path: Path) -> tuple[Path, Path] | None:
+def split_layout(kind: str, path: Path) -> tuple[Path, Path] | None:
     """``train/`` + ``test/`` sub-folders (folder) or ``train.EXT`` + ``test.EXT`` files (csv/jsonl)."""
     if not path.is_dir():
         return None
@@ -233,13 +300,15 @@ def load_user_data(
     ``path/train.csv`` + ``path/test.csv`` (``.jsonl``) for files. Both parts share one label space.
     """
     root = Path(path).expanduser()
-    pair = _split_paths(kind, root)
+    pair = split_layout(kind, root)
     if pair is None:
         return _load(kind, root, text_column, label_column), None
-    train_raw = _read(kind, pair[0], text_column, label_column)
-    test_raw = _read(kind, pair[1], text_column, label_column)
-    names = encode_labels([*train_raw[1], *test_raw[1]])[1]
-    return _dataset(*train_raw, names), _dataset(*test_raw, names)
+    train_texts, train_raw, train_stats = _read(kind, pair[0], text_column, label_column)
+    test_texts, test_raw, test_stats = _read(kind, pair[1], text_column, label_column)
+    labels = _label_names(kind, [*train_raw, *test_raw])  # one label space: 1 in train is 1.0 in test
+    names = encode_labels(labels)[1]
+    train = _dataset(train_texts, labels[: len(train_raw)], train_stats, names)
+    return train, _dataset(test_texts, labels[len(train_raw) :], test_stats, names)
 
 
 def split_indices(

@@ -29,7 +29,7 @@ import torch
 from rnnkit.config import Config
 from rnnkit.data.batching import EncodedDataset
 from rnnkit.data.cache import cache_root, fingerprint, path_identity
-from rnnkit.data.corpus import TextDataset, load_user_data, split_indices
+from rnnkit.data.corpus import TextDataset, load_user_data, split_indices, split_layout
 from rnnkit.data.newsgroups import load_20newsgroups
 from rnnkit.data.text import UNK_ID, Vocabulary
 from rnnkit.data.tokenizers import TextTokenizer, build_tokenizer
@@ -111,6 +111,7 @@ def prepare_data(cfg: Config) -> PreparedData:
         len(corpus.label_names),
         len(corpus.vocab),
     )
+    _log_data_notes(cfg, corpus)
     return PreparedData(
         train=datasets["train"],
         validation=datasets["validation"],
@@ -122,6 +123,48 @@ def prepare_data(cfg: Config) -> PreparedData:
         stats=stats,
         token_ids=corpus.sequences,
     )
+
+
+def _log_data_notes(cfg: Config, corpus: _Corpus) -> None:
+    """What a user should know about the data, every run (also from the cache): where the test set
+    came from, the documents whose bytes were replaced or rows skipped, classes training never sees."""
+    logger.info("test set: %s (%d documents)", _test_set_origin(cfg), len(corpus.labels["test"]))
+    if corpus.stats.get("undecodable_docs"):
+        logger.warning(
+            "%d documents had bytes that are not UTF-8; they were replaced by U+FFFD",
+            corpus.stats["undecodable_docs"],
+        )
+    if corpus.stats.get("missing_label"):
+        logger.warning("%d rows without a label were skipped", corpus.stats["missing_label"])
+    trained = np.bincount(corpus.labels["train"], minlength=len(corpus.label_names))
+    tested = np.bincount(corpus.labels["test"], minlength=len(corpus.label_names))
+    for label in np.flatnonzero(trained == 0):
+        logger.warning(
+            "class %r has no training document (%d in the test part); the model cannot learn it",
+            corpus.label_names[label],
+            tested[label],
+        )
+
+
+def _test_set_origin(cfg: Config) -> str:
+    """Where ``data.split`` and the data's layout take the test documents from, in words."""
+    data, seed = cfg.data, cfg.train.seed
+    held = f"{data.test_size:.0%}"
+    if data.dataset == "20newsgroups":
+        if data.split == "bydate":
+            return "the 20news-bydate test part"
+        return f"{held} of 20 Newsgroups held out at random (data.split=random, seed {seed})"
+    path = Path(str(data.path)).expanduser()
+    pair = split_layout(data.dataset, path)
+    if pair is not None:
+        if data.split == "bydate":
+            return str(pair[1])
+        return f"{held} of {pair[0]} and {pair[1]} together, held out at random (data.split=random)"
+    sibling = path.with_name(f"test{path.suffix}")
+    if path.is_file() and path.stem == "train" and sibling.is_file():
+        logger.warning("%s is not used: set data.path=%s to make it the test set", sibling, path.parent)
+    how = "stratified by class" if data.split == "bydate" else "at random"
+    return f"{held} of {path} held out ({how}; data.test_size, seed {seed})"
 
 
 def _source_identity(cfg: Config) -> Any:
@@ -196,6 +239,13 @@ def _build_corpus(cfg: Config, tokenizer: TextTokenizer) -> _Corpus:
     if len(keep) == 0:
         raise DataError(
             "no training document has a single token; check data.text_column and data.token_pattern"
+        )
+    classes = np.unique(pool.labels[keep])
+    if len(classes) < 2:
+        names = ", ".join(repr(pool.label_names[label]) for label in classes)
+        raise DataError(
+            f"the training data has only one class ({names}); a classifier needs at least two: "
+            "check data.label_column, the class folders or data.categories"
         )
     empty_raw = sum(not text.strip() for text in pool.texts)
     stats: dict[str, Any] = {

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from rnnkit.config import DEFAULT_TOKEN_PATTERN, DataConfig
+from rnnkit.data.regex_safety import check_token_pattern
 from rnnkit.errors import DataError
 from rnnkit.extras import require
 
@@ -96,6 +97,7 @@ class RegexTokenizer(_Base):
         if regex.groups:
             # findall would return the groups instead of whole tokens.
             raise DataError("data.token_pattern must not contain capturing groups; use (?:...) instead")
+        check_token_pattern(self.pattern)  # also when a run's vocab.json names the pattern
         object.__setattr__(self, "_regex", regex)
 
     def __call__(self, text: str) -> list[str]:

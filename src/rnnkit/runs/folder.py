@@ -5,14 +5,14 @@
     config.yaml                 the resolved config (absolute data paths), reused by --resume
     vocab.json                  vocabulary + tokenizer settings
     labels.json                 class names, in label-id order
-    run.json                    SHA-256 of the three files above (see rnnkit.runs.manifest)
+    baseline.safetensors        the TF-IDF linear baseline fitted on the same training split
+    run.json                    SHA-256 of the files above (see rnnkit.runs.manifest)
     .lock                       held by the process writing the run (see rnnkit.runs.lock)
     checkpoints/best.safetensors      best weights by train.monitor (used by evaluate/predict)
     checkpoints/last.safetensors      resumable training state, and previous.safetensors before it
     history.csv                 per-epoch train/validation loss and accuracy, lr, epoch time
     metrics.json                test and validation metrics, best epoch, train time, data stats
     report.txt / report.json    per-class precision/recall/F1 on the test set
-    baseline.safetensors        the TF-IDF linear baseline fitted on the same training split
     curves.png / confusion_matrix.png
     tensorboard/                TensorBoard events, with train.loggers: [..., tensorboard]
 
@@ -25,11 +25,14 @@ else reads a run through :func:`rnnkit.runs.open_run`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from rnnkit import distributed
 from rnnkit.config import Config, load_config
@@ -40,6 +43,7 @@ from rnnkit.runs import manifest
 from rnnkit.runs.checkpoint import CheckpointStore
 from rnnkit.runs.lock import LOCK_NAME, RunLock, lock_folder
 
+T = TypeVar("T")
 _STAGING = ".rnnkit-new-"
 """``.<run name>.rnnkit-new-<pid>``: the sibling folder a new run's setup is written into."""
 
@@ -69,18 +73,30 @@ class RunDir:
         self.baseline_file = self.path / "baseline.safetensors"
         self.checkpoints = CheckpointStore(self.path / "checkpoints")
         self.lock: RunLock | None = None
-        """Held while this process writes the run (:meth:`claim_new`, :meth:`claim_existing`)."""
+        """Held while this process writes the run (:meth:`new_run`, :meth:`claim_existing`)."""
 
     def holds_run(self) -> bool:
         marks = (self.config_file, self.vocab_file, self.labels_file, self.checkpoints.folder)
         return any(path.exists() for path in marks)
 
-    def claim_new(self, overwrite: bool = False) -> RunLock:
-        """Lock the folder (created if needed) for a new run; refuse a run or unrelated files in it.
+    @contextlib.contextmanager
+    def new_run(self, overwrite: bool = False) -> Iterator[None]:
+        """Hold the folder (created if needed) for a new run while the block writes it.
 
-        Nothing in the folder is touched: an old run (``overwrite``) stays until
-        :meth:`install_setup` swaps the new one in.
+        A run or unrelated files already in it are refused (a run is kept for ``overwrite``: it stays
+        untouched until :meth:`install_setup` swaps the new one in). A folder this call created is
+        removed again if the block fails before a run was installed in it.
         """
+        created = not self.path.exists()
+        with self._claim_new(overwrite):
+            try:
+                yield
+            except BaseException:
+                if created and not self.holds_run():
+                    shutil.rmtree(self.path, ignore_errors=True)
+                raise
+
+    def _claim_new(self, overwrite: bool) -> RunLock:
         finish_exchange(self.path)
         if self.path.is_file():
             raise CheckpointError(f"run folder {self.path} is a file; choose another --run-dir")
@@ -120,12 +136,20 @@ class RunDir:
                 "'rnnkit train' created, e.g. runs/lstm-20250101-120000"
             )
 
-    def install_setup(self, cfg: Config, vocab: Vocabulary, label_names: list[str]) -> None:
+    def install_setup(
+        self,
+        cfg: Config,
+        vocab: Vocabulary,
+        label_names: list[str],
+        write_more: Callable[[RunDir], T] = lambda staged: None,
+    ) -> T:
         """Write what prediction needs besides the weights, with its manifest, and swap it in.
 
         The files go to a locked sibling folder first, which then takes this folder's place in one
         atomic exchange; what was here before (an old run, with ``--overwrite``) is deleted after.
-        The new folder's lock joins :attr:`lock`, so the folder now in place stays locked too.
+        ``write_more(staged)`` adds files of its own before the manifest is taken (the baseline);
+        its result is returned. The new folder's lock joins :attr:`lock`, so the folder now in place
+        stays locked too.
         """
         staging = RunDir(self.path.parent / f".{self.path.name}{_STAGING}{os.getpid()}")
         staging.path.mkdir()
@@ -134,6 +158,7 @@ class RunDir:
             vocab.save(staging.vocab_file)
             atomic_write_json(staging.labels_file, list(label_names))
             atomic_write_text(staging.config_file, cfg.to_yaml())
+            result = write_more(staging)
             self.checkpoints.run_files = manifest.write_manifest(staging.path)
             exchange(staging.path, self.path)
         except BaseException:
@@ -143,6 +168,7 @@ class RunDir:
         if self.lock is not None:
             self.lock.adopt(lock)
         shutil.rmtree(staging.path, ignore_errors=True)  # now the old content
+        return result
 
     def verify_files(self) -> None:
         """Check config, vocabulary and labels against ``run.json`` (one line naming a mismatch);

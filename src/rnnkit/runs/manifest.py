@@ -28,9 +28,10 @@ MANIFEST_FILES = (
     "vocab.json",
     "labels.json",
     "config.yaml",
+    "baseline.safetensors",
 )
-"""The run metadata files covered by the manifest; a new one (written with the run's setup) is one
-more line here."""
+"""The run files covered by the manifest (those present when the setup is written): a new one,
+written with the setup (``RunDir.install_setup``'s ``write_more``), is one more line here."""
 
 
 def file_digest(path: Path) -> str:

@@ -93,7 +93,8 @@ class EarlyStopping(Callback):
             self.best, self.wait = value, 0
             return
         self.wait += 1
-        if self.patience and self.wait >= self.patience:
+        epochs_left = record["epoch"] < trainer.cfg.epochs  # after the last epoch there is nothing to stop
+        if self.patience and self.wait >= self.patience and epochs_left:
             trainer.should_stop = True
             logger.info(
                 "early stopping: %s has not improved on %.4f for %d epochs",

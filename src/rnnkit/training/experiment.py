@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -24,14 +25,17 @@ from rnnkit import __version__, distributed
 from rnnkit.baseline import LinearBaseline, baseline_monitor, evaluate_baseline, fit_baseline
 from rnnkit.config import Config
 from rnnkit.data import PreparedData, prepare_data
+from rnnkit.data.cache import cache_root
 from rnnkit.data.pipeline import SPLITS
 from rnnkit.data.tokenizers import names_a_file
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.io import atomic_write_json, atomic_write_text
 from rnnkit.models import build_model, check_model_name
+from rnnkit.models.footprint import training_footprint
 from rnnkit.runs import RunDir, open_run
-from rnnkit.runtime import configure_runtime, resolve_device
+from rnnkit.runs.checkpoint import Checkpoint
+from rnnkit.runtime import available_memory, configure_runtime, resolve_device
 from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from rnnkit.training.loggers import build_loggers
 from rnnkit.training.metrics import confusion, per_class_report, summarize
@@ -68,11 +72,17 @@ def train(
     """
     cfg = absolute_paths(cfg)
     check_model_name(cfg.model.name)  # a typo fails before minutes of data preparation
-    distributed.setup(cfg.train.device)  # under torchrun: join the group before asking who is main
+    _, device = distributed.setup(
+        cfg.train.device
+    )  # under torchrun: join the group before asking who is main
+    own_width = any(source in ("random", "train") for source in cfg.embeddings.sources)  # else the vectors'
+    check_memory(
+        cfg, device, vocab_size=cfg.data.max_vocab or 2, embedding_dim=cfg.embeddings.dim if own_width else 1
+    )
     run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
     with contextlib.ExitStack() as held:
         if distributed.is_main_process():
-            held.enter_context(run.claim_new(overwrite=overwrite))
+            held.enter_context(run.new_run(overwrite=overwrite))
         held.enter_context(configure_runtime(cfg.train))
         return _fit(cfg, run, resuming=False, user_callbacks=callbacks)
 
@@ -127,6 +137,57 @@ def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, 
     return result
 
 
+def as_used(cfg: Config, embedding_dim: int) -> Config:
+    """``cfg`` as the run used it, for its config.yaml: the cache folder it read and wrote
+    (``$RNNKIT_CACHE`` or ``data.cache_dir``, absolute) and, when only pretrained vectors set the
+    embedding's width, that width as ``embeddings.dim`` instead of a setting nothing read. Compare a
+    config with a run's saved one through this (with the run's ``embeddings.dim``)."""
+    data = dataclasses.replace(cfg.data, cache_dir=str(cache_root(cfg.data.cache_dir).absolute()))
+    embeddings = cfg.embeddings
+    if not any(source in ("random", "train") for source in embeddings.sources):
+        embeddings = dataclasses.replace(embeddings, dim=embedding_dim)
+    return dataclasses.replace(cfg, data=data, embeddings=embeddings)
+
+
+def check_memory(
+    cfg: Config,
+    device: torch.device,
+    *,
+    vocab_size: int,
+    embedding_dim: int,
+    length: int = 1,
+    num_classes: int = 2,
+) -> None:
+    """Refuse, in one line, a model whose training cannot fit in the memory ``device`` has left.
+
+    Called before anything is written: first from the config alone (parameters only), then with the
+    data's real vocabulary and document lengths (parameters and activations).
+    """
+    footprint = training_footprint(
+        cfg.model,
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+        embedding_dim=embedding_dim,
+        frozen_embedding=cfg.embeddings.freeze,
+        batch_size=max(cfg.train.batch_size, cfg.train.eval_batch_size // 4),  # eval keeps no gradients
+        length=min(length, cfg.data.max_length),
+    )
+    available = available_memory(device)
+    if available is not None and footprint.bytes > available:
+        model = cfg.model
+        raise ConfigError(
+            f"training this model needs about {_gigabytes(footprint.bytes)} of memory "
+            f"({footprint.parameters:,} parameters: model.hidden_size={model.hidden_size}, "
+            f"model.num_layers={model.num_layers}, embedding {vocab_size} x {embedding_dim}; batches of "
+            f"{cfg.train.batch_size}) but {device.type} has {_gigabytes(available)} available; make the "
+            "model, the vocabulary (data.max_vocab) or train.batch_size smaller"
+        )
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 1e9:,.1f} GB"
+
+
 def absolute_paths(cfg: Config) -> Config:
     """Resolve relative data and vector paths against the current directory, once, at the start.
 
@@ -162,7 +223,13 @@ def seed_everything(seed: int) -> None:
 
 def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[Callback]) -> dict[str, Any]:
     _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
+    checkpoint = None
     if resuming:
+        with distributed.main_process_first():  # rank 0 sets a damaged checkpoint aside, then all load
+            checkpoint = run.checkpoints.load_latest()
+        finished = _finished_metrics(run, checkpoint, cfg)
+        if finished is not None:
+            return finished
         data = run.prepare_data(cfg)
     else:
         with distributed.main_process_first():  # rank 0 fills the cache, the others read it
@@ -173,10 +240,17 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
             "(it drives early stopping and the best checkpoint)"
         )
     num_classes = len(data.label_names)
-    with distributed.main_process_first():  # rank 0 sets a damaged checkpoint aside, then all load
-        checkpoint = run.checkpoints.load_latest() if resuming else None
     seed_everything(cfg.train.seed)
     embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
+    longest = int(max(data.train.lengths.max(initial=1), data.validation.lengths.max(initial=1)))
+    check_memory(
+        cfg,
+        device,
+        vocab_size=len(data.vocab),
+        embedding_dim=embedding_dim,
+        length=longest,
+        num_classes=num_classes,
+    )
     model = build_model(
         cfg.model,
         vocab_size=len(data.vocab),
@@ -185,9 +259,14 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         freeze_embeddings=cfg.embeddings.freeze,
         embedding_dim=embedding_dim,
     )
-    if distributed.is_main_process() and not resuming:  # config, data and model are ready
-        run.install_setup(cfg, data.vocab, data.label_names)
-    baseline = _baseline(cfg, run, data) if distributed.is_main_process() else None
+    baseline = None
+    if distributed.is_main_process() and resuming:
+        baseline = _baseline(cfg, run, data)
+    elif distributed.is_main_process():  # config, data and model are ready: the run takes its place
+        used = as_used(cfg, embedding_dim)
+        baseline = run.install_setup(
+            used, data.vocab, data.label_names, lambda staged: _baseline(cfg, staged, data)
+        )
     if distributed.get_world_size() > 1:  # own dropout masks per rank; DDP gives all rank 0's weights
         torch.manual_seed(cfg.train.seed + distributed.get_rank())
     monitor = cfg.train.monitor
@@ -299,6 +378,31 @@ def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | 
     return summary
 
 
+def _finished_metrics(run: RunDir, checkpoint: Checkpoint | None, cfg: Config) -> dict[str, Any] | None:
+    """``metrics.json`` of a run that has nothing left to do (its epochs done, or stopped early, and
+    scored), saying so; ``None`` when resuming has work to do."""
+    try:
+        metrics = json.loads(run.metrics_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # never scored (or unreadable): resuming writes it
+        return None
+    if checkpoint is None:
+        return None
+    epoch, epochs = checkpoint.meta["epoch"], cfg.train.epochs
+    if checkpoint.meta["batch_in_epoch"] or (epoch < epochs and not checkpoint.meta["should_stop"]):
+        return None
+    how = (
+        f"stopped early after {epoch} of {epochs} epochs" if epoch < epochs else f"{epoch} of {epochs} epochs"
+    )
+    logger.info(
+        "%s is finished (%s); nothing to do: rnnkit evaluate --run-dir %s scores it again, and "
+        "--set train.epochs=N continues a run that did not stop early",
+        run.path,
+        how,
+        run.path,
+    )
+    return metrics
+
+
 def _write_reports(
     run: RunDir,
     test: Predictions,
@@ -307,8 +411,6 @@ def _write_reports(
     metrics: dict[str, Any],
 ) -> None:
     text, table = per_class_report(test, label_names)
-    plot_history(history, run.curves_file)
-    plot_confusion(confusion(test, len(label_names)), label_names, run.confusion_file)
     baseline = metrics.get("baseline", {})
     if "test" in baseline:
         text += (
@@ -317,7 +419,26 @@ def _write_reports(
         )
     atomic_write_text(run.report_text_file, text)
     atomic_write_json(run.report_json_file, table)
-    atomic_write_json(run.metrics_file, metrics)  # last: its presence means the run is complete
+    atomic_write_json(run.metrics_file, metrics)  # its presence means the run is complete
+    # The figures come last and may fail (a huge label set, a broken font cache...) without losing
+    # the trained model or its scores; the run says so and stays complete.
+    figures = {
+        run.curves_file: lambda: plot_history(history, run.curves_file),
+        run.confusion_file: lambda: plot_confusion(
+            confusion(test, len(label_names)), label_names, run.confusion_file
+        ),
+    }
+    for path, draw in figures.items():
+        try:
+            draw()
+        except Exception as error:  # MemoryError included: nothing of the run depends on a figure
+            logger.warning(
+                "could not draw %s (%s: %s); the scores are in %s",
+                path.name,
+                type(error).__name__,
+                error,
+                run.metrics_file.name,
+            )
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:

@@ -26,7 +26,7 @@ from rnnkit.compare import flatten
 from rnnkit.errors import RnnkitError
 from rnnkit.io import atomic_write_text
 
-NOT_COMPARED = ("train.progress", "train.num_threads", "train.loggers")
+NOT_COMPARED = ("train.progress", "train.num_threads", "train.loggers", "data.cache_dir")
 """Config keys a study may be resumed with different values of: they never change a trial's result."""
 
 
