@@ -40,16 +40,15 @@ def _default_flush_denormal():
 def compiled_extension(request: pytest.FixtureRequest):
     """rnnkit's compiled C++ loop, built (or loaded) once for the session; None without a compiler.
 
-    With ``RNNKIT_REQUIRE_COMPILED`` set (CI), a failed build fails the tests that need it.
+    With ``RNNKIT_REQUIRE_COMPILED`` set (CI), a failed build is an error of every test.
     """
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     fresh = not (cpp_loop.build_directory() / f"{cpp_loop.NAME}.so").exists()
-    if fresh and reporter is not None:
-        reporter.write_line("\nbuilding rnnkit's compiled CPU kernels once for this machine (20-90 s)...")
+    if fresh:
+        _say(request.config, "building rnnkit's compiled CPU kernels, once per machine (20 s or more)...")
     started = time.perf_counter()
     extension = cpp_loop.extension()
-    if fresh and reporter is not None:
-        reporter.write_line(f"built in {time.perf_counter() - started:.0f} s: {cpp_loop.build_directory()}")
+    if fresh:
+        _say(request.config, f"built in {time.perf_counter() - started:.0f} s: {cpp_loop.build_directory()}")
     if extension is None and os.environ.get("RNNKIT_REQUIRE_COMPILED"):
         pytest.fail("the compiled extension could not be built (see the warning above)")
     return extension
@@ -59,3 +58,9 @@ def compiled_extension(request: pytest.FixtureRequest):
 def finished_run(tmp_path_factory) -> Path:
     """A tiny run trained to the end (``runs/.../run`` beside its ``corpus.csv``); copy it to change it."""
     return train_tiny_run(tmp_path_factory.mktemp("finished"))
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """Print ``line`` on the terminal now, past pytest's output capture."""
+    with config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n{line}", flush=True)
