@@ -58,7 +58,7 @@ def run_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_attributions_add_up_to_the_logit_difference_for_every_cell_and_pooling(cell, pooling, bidirectional):
-    explanation = Explainer(untrained_run(cell, pooling, bidirectional, num_layers=2)).explain(
+    explanation = Explainer(untrained_run(cell, pooling, bidirectional, num_layers=2), steps=50).explain(
         "the rocket and the puck land on a goal"
     )
     assert len(explanation.attributions) == len(explanation.tokens) == 9

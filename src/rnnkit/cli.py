@@ -1,4 +1,4 @@
-"""``rnnkit train | evaluate | predict | explain``: argument parsing and exit codes, no logic of its own.
+"""The ``rnnkit`` command line: argument parsing and exit codes, no logic of its own.
 
 Exit status: 0 on success; 2 with one line ``rnnkit: error: ...`` on stderr for anything the user
 can fix (bad arguments, config, data, run folder, diverged training); 130 when interrupted, after
@@ -29,6 +29,8 @@ EXAMPLES = """examples:
   rnnkit predict --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again."
   rnnkit explain --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again." --html why.html
   rnnkit compare runs/lstm-20250101-120000 runs/gru-20250101-130000 --plot curves.png
+  rnnkit export --run-dir runs/lstm-20250101-120000 --format onnx --out exported/lstm
+  rnnkit serve --run-dir runs/lstm-20250101-120000 --port 8000
 """
 
 
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--top-words", type=int, default=20, metavar="K", help="words per class (--split)")
     explain.add_argument("--limit", type=int, metavar="N", help="explain N random documents of the split")
     explain.add_argument("--png", metavar="FILE", help="bar charts of --split (default top_words_SPLIT.png)")
-    explain.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
+    explain.add_argument("--steps", type=int, help="integration steps (default 200)")
     explain.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     explain.set_defaults(handler=_explain)
 
@@ -179,6 +181,39 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--jobs", type=int, default=1, help="trials in parallel processes (default 1)")
     tune.add_argument("--pruner", choices=("median", "none"), default="median", help="default: median")
     tune.set_defaults(handler=_tune)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write a run's model as ONNX or TorchScript, to use without rnnkit",
+        description="Write the model (dynamic batch and length), its vocabulary, tokenizer settings and "
+        "labels as JSON, classify.py and a README into --out. ONNX needs: pip install 'rnnkit[export]'.",
+    )
+    export.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    export.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
+    export.set_defaults(handler=_export)
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="classify texts over HTTP (POST /predict, GET /health, GET /labels, /docs)",
+        description="Serve a run with FastAPI + uvicorn, the model loaded once; requests that arrive "
+        "together are classified in one batch. Needs: pip install 'rnnkit[serve]'.",
+    )
+    serve.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    serve.add_argument("--max-texts", type=int, default=64, help="texts per request (default 64)")
+    serve.add_argument("--max-text-chars", type=int, default=100_000, help="characters per text")
+    serve.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request size (default 2 MB)")
+    serve.add_argument("--batch-window-ms", type=float, default=2.0, help="how long a batch waits for more")
+    serve.add_argument("--max-batch-texts", type=int, default=256, help="texts per forward pass")
+    serve.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -316,6 +351,31 @@ def _tune(args: argparse.Namespace) -> int:
         return 130
     print(result.table)
     print("\n".join(result.notes))
+
+def _export(args: argparse.Namespace) -> int:
+    from rnnkit.export import export_run
+    from rnnkit.runs import open_run
+
+    manifest = export_run(open_run(args.run_dir), args.format, args.out, overwrite=args.overwrite)
+    print(
+        f"wrote {Path(args.out) / manifest['model_file']} and its vocabulary, tokenizer, labels, classify.py "
+        f"and README.md (checked against the model: max difference {manifest['checked_max_difference']:.1e})"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rnnkit.serve import ServeSettings, serve
+
+    settings = ServeSettings(
+        max_texts=args.max_texts,
+        max_text_chars=args.max_text_chars,
+        max_body_bytes=args.max_body_bytes,
+        batch_window_ms=args.batch_window_ms,
+        max_batch_texts=args.max_batch_texts,
+        batching=not args.no_batching,
+    )
+    serve(args.run_dir, args.host, args.port, args.device, settings, args.access_log)
     return 0
 
 

@@ -37,8 +37,11 @@ from rnnkit.models import module_path
 from rnnkit.models.pooling import AttentionPooling
 from rnnkit.runs import TrainedRun
 
-DEFAULT_STEPS = 50
-"""Integration points; on 20 Newsgroups the completeness error stays below 1% of the logit gap."""
+DEFAULT_STEPS = 200
+"""Integration points. Max pooling makes the integrand jump where the argmax changes, so the error
+falls only about as 1/steps; on 50 20 Newsgroups test documents (bi-GRU, max pooling) the mean
+completeness error was 4.2% of the logit difference at 50 steps, 2.1% at 100, 0.68% at 200 and
+0.32% at 400 (median 0.53%, 0.32%, 0.10%, 0.07%)."""
 
 EXPANDED_ROWS = 256
 """Rows (documents x integration points) per forward/backward pass, which bounds memory."""

@@ -10,7 +10,7 @@ import numpy as np
 from rnnkit.data import EncodedDataset
 from rnnkit.errors import RnnkitError
 from rnnkit.explain.aggregate import plot_top_words, top_words
-from rnnkit.explain.attribution import Explainer, require_captum
+from rnnkit.explain.attribution import DEFAULT_STEPS, Explainer, require_captum
 from rnnkit.explain.render import html_page, summary
 from rnnkit.io import atomic_write_text
 from rnnkit.runs import open_run
@@ -22,7 +22,7 @@ def explain_text(
     run_dir: str,
     text: str,
     target: str | None,
-    steps: int,
+    steps: int | None,
     device: str,
     as_json: bool,
     colour: bool,
@@ -30,7 +30,7 @@ def explain_text(
 ) -> str:
     """The report for one text (JSON or terminal); writes the HTML page if ``html`` names a file."""
     require_captum()  # before minutes of loading
-    explainer = Explainer(open_run(run_dir, device), steps)
+    explainer = Explainer(open_run(run_dir, device), DEFAULT_STEPS if steps is None else steps)
     explanation = explainer.explain(text, target)
     if html:
         atomic_write_text(html, html_page(explanation))
@@ -43,7 +43,7 @@ def explain_split(
     split: str,
     k: int,
     limit: int | None,
-    steps: int,
+    steps: int | None,
     device: str,
     as_json: bool,
     png: str,
@@ -54,7 +54,7 @@ def explain_split(
     if limit is not None and limit < 1:
         raise RnnkitError(f"--limit must be at least 1, got {limit}")
     require_captum()
-    explainer = Explainer(open_run(run_dir, device), steps)
+    explainer = Explainer(open_run(run_dir, device), DEFAULT_STEPS if steps is None else steps)
     dataset = explainer.run.load_split(split)
     if limit is not None and limit < len(dataset):
         dataset = sample(dataset, limit)
