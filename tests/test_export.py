@@ -31,14 +31,17 @@ TEXTS = [
 BLOCK_RNNKIT = "import sys; sys.modules['rnnkit'] = None; "  # importing rnnkit would fail
 
 
-@pytest.fixture(scope="module", params=["bilstm2-mean", "gru-last"])
+@pytest.fixture(scope="module", params=["bilstm2-mean-regex", "gru-last-char"])
 def run_dir(request, tmp_path_factory) -> Path:
     settings = {
-        "bilstm2-mean": {"model.name": "lstm", "model.bidirectional": True, "model.num_layers": 2},
-        "gru-last": {"model.pooling": "last"},
+        "bilstm2-mean-regex": {
+            "model.name": "lstm",
+            "model.bidirectional": True,
+            "model.num_layers": 2,
+            "model.pooling": "mean",
+        },
+        "gru-last-char": {"model.pooling": "last", "data.tokenizer": "char", "data.char_ngrams": 2},
     }[request.param]
-    if request.param == "bilstm2-mean":
-        settings["model.pooling"] = "mean"
     return train_tiny_run(tmp_path_factory.mktemp(request.param), **{"train.epochs": 3, **settings})
 
 
@@ -84,7 +87,7 @@ def test_the_folder_holds_model_vocabulary_tokenizer_labels_script_and_readme(ru
     assert json.loads((folder / "vocab.json").read_text()) == run.vocab.itos
     assert json.loads((folder / "labels.json").read_text()) == run.label_names
     settings = json.loads((folder / "tokenizer.json").read_text())
-    assert settings["pattern"] == run.tokenizer.pattern and settings["max_length"] == 30
+    assert settings == {**run.tokenizer.to_dict(), "max_length": 30, "pad_id": 0, "unk_id": 1}
     manifest = json.loads((folder / "export.json").read_text())
     assert manifest["format"] == "onnx" and manifest["checked_max_difference"] <= 1e-5
     assert (exports["torchscript"] / "model.pt").is_file()

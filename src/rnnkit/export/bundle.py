@@ -88,8 +88,16 @@ def _tokenizer_settings(run: TrainedRun) -> dict[str, Any]:
         "max_length": run.max_length,
         "pad_id": run.vocab.pad_id,
         "unk_id": run.vocab.unk_id,
-        "regex_flavour": "Python re; tokens are the non-empty matches of re.findall",
     }
+
+
+def _tokenize_code(kind: str) -> tuple[str, str]:
+    """``(import line, statement)`` that splits ``text`` into ``tokens`` as the run's tokenizer does."""
+    if kind == "regex":  # Python re: the non-empty matches of re.findall
+        return "", 'tokens = [t for t in re.findall(settings["pattern"], text) if t]'
+    if kind == "whitespace":
+        return "", "tokens = text.split()"
+    return "from classify import make_tokenizer  # the run's tokenizer", "tokens = tokenize(text)"
 
 
 def _manifest(run: TrainedRun, fmt: str, max_difference: float) -> dict[str, Any]:
@@ -134,6 +142,10 @@ def readme(run: TrainedRun, fmt: str, max_difference: float) -> str:
         load = 'module = torch.jit.load("model.pt")'
         call = "module(torch.from_numpy(token_ids), torch.from_numpy(lengths))[1].detach().numpy()"
         imports = "import torch"
+    tokenize_import, tokenize_statement = _tokenize_code(run.tokenizer.kind)
+    if tokenize_import:
+        imports += "\n" + tokenize_import
+        load += '\ntokenize = make_tokenizer({**settings, "lowercase": False})  # encode() lowercases'
     return f"""# {run.path.name}: exported by rnnkit {__version__} ({fmt})
 
 A text classifier ({run.config.model.name}, {len(run.label_names)} classes) from the run
@@ -174,7 +186,8 @@ labels = json.load(open("labels.json", encoding="utf-8"))
 
 def encode(text):
     text = text.lower() if settings["lowercase"] else text
-    tokens = [t for t in re.findall(settings["pattern"], text) if t][: settings["max_length"]]
+    {tokenize_statement}
+    tokens = tokens[: settings["max_length"]]
     return [ids.get(t, settings["unk_id"]) or settings["unk_id"] for t in tokens] or [settings["unk_id"]]
 
 texts = ["The shuttle launch was delayed again.", "What a goal in the third period!"]

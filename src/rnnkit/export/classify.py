@@ -4,8 +4,9 @@
     python classify.py --file posts.txt          # one text per line
 
 Prints ``LABEL<TAB>PROBABILITY`` per text. Needs numpy and onnxruntime (for ``model.onnx``) or
-torch (for ``model.pt``). The text is read exactly as in training: lowercased (if the run did),
-split into tokens with the run's regex, mapped to ids (unknown words: ``<unk>``), cut to
+torch (for ``model.pt``); jieba or Hugging Face ``tokenizers`` if the run tokenised with them.
+The text is read exactly as in training: lowercased (if the run did), split into tokens by the
+run's tokenizer (``tokenizer.json``), mapped to ids (unknown words: ``<unk>``), cut to
 ``max_length``, right-padded with ``<pad>`` (0) in a batch.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,57 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+def make_tokenizer(settings: dict) -> Callable[[str], list[str]]:
+    """The run's tokenizer from ``tokenizer.json``: text -> tokens, as rnnkit splits it."""
+    kind, lowercase = settings.get("kind", "regex"), settings["lowercase"]
+
+    def prepare(text: str) -> str:
+        return text.lower() if lowercase else text
+
+    if kind == "regex":
+        regex = re.compile(settings["pattern"])
+        return lambda text: [token for token in regex.findall(prepare(text)) if token]
+    if kind == "whitespace":
+        return lambda text: prepare(text).split()
+    if kind == "char":
+        n = settings.get("ngrams", 1)
+
+        def grams(text: str) -> list[str]:
+            chars = [c for c in prepare(text) if not c.isspace()]
+            return [
+                "".join(chars[i : i + size])
+                for i in range(len(chars))
+                for size in range(1, min(n, len(chars) - i) + 1)
+            ]
+
+        return grams
+    if kind == "jieba":
+        import jieba
+
+        return lambda text: [token for token in jieba.lcut(prepare(text)) if token.strip()]
+    if kind == "huggingface":
+        from tokenizers import Tokenizer
+
+        hf = Tokenizer.from_str(settings["json"])
+        return lambda text: [t for t in hf.encode(prepare(text), add_special_tokens=False).tokens if t]
+    raise ValueError(
+        f"the run tokenised with a {kind} tokenizer ({settings.get('name', '?')}), a Python function "
+        "of its own: pass it as Classifier(folder, tokenize=function)"
+    )
+
+
 class Classifier:
     """The exported model in ``folder`` with its tokenizer, vocabulary and labels."""
 
-    def __init__(self, folder: str | Path = HERE, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path = HERE,
+        threads: int | None = None,
+        tokenize: Callable[[str], list[str]] | None = None,
+    ) -> None:
         folder = Path(folder)
         settings = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-        self.lowercase = settings["lowercase"]
-        self.pattern = re.compile(settings["pattern"])
+        self.tokenize = tokenize or make_tokenizer(settings)
         self.max_length = settings["max_length"]
         self.pad_id, self.unk_id = settings["pad_id"], settings["unk_id"]
         vocabulary = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
@@ -53,8 +97,8 @@ class Classifier:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; an empty text is one ``<unk>``; the literal "<pad>" too."""
-        tokens = [token for token in self.pattern.findall(text.lower() if self.lowercase else text) if token]
-        ids = [self.ids.get(token, self.unk_id) or self.unk_id for token in tokens[: self.max_length]]
+        tokens = self.tokenize(text)[: self.max_length]
+        ids = [self.ids.get(token, self.unk_id) or self.unk_id for token in tokens]
         return ids or [self.unk_id]
 
     def run(self, token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
