@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,21 @@ def test_the_cli_names_each_file_of_a_folder(run_dir, tmp_path, capsys):
     assert main(["predict", "--run-dir", str(run_dir), "--file", str(tmp_path / "docs")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["a.txt", "b.txt"]
+
+
+def test_the_cli_writes_one_row_per_line_with_its_number_to_jsonl(run_dir, tmp_path):
+    file = tmp_path / "docs.txt"
+    file.write_text("nasa launch\n\npuck goal\n", encoding="utf-8")
+    out = tmp_path / "predictions.jsonl"
+    argv = ["predict", "--run-dir", str(run_dir), "--file", str(file), "--output", str(out)]
+    assert main([*argv, "--top-k", "2", "--with-text"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(row["line"], row["text"]) for row in rows] == [(1, "nasa launch"), (3, "puck goal")]
+    expected = rnnkit.load(run_dir).predict_top_k(["nasa launch", "puck goal"], 2)
+    assert [[(p["label"], p["probability"]) for p in row["top_k"]] for row in rows] == expected
+
+
+def test_the_cli_refuses_an_output_format_it_cannot_write_before_loading_the_model(tmp_path, capsys):
+    argv = ["predict", "--run-dir", str(tmp_path / "no-run"), "x", "--output", str(tmp_path / "out.xlsx")]
+    assert main(argv) == 2
+    assert ".jsonl or .csv" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rnnkit import __version__
-from rnnkit.errors import DataError, RnnkitError
+from rnnkit.errors import RnnkitError
 
 logger = logging.getLogger("rnnkit")
 
@@ -111,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's best model on a split")
     evaluate.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
-    evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test")
+    evaluate.add_argument("--split", choices=("test", "validation", "train"), help="default: test")
+    evaluate.add_argument(
+        "--data", metavar="PATH", help="score labelled data instead: a folder per class, a .csv or a .jsonl"
+    )
+    evaluate.add_argument("--text-column", help="with --data: the text column (default: the run's)")
+    evaluate.add_argument("--label-column", help="with --data: the label column (default: the run's)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(handler=_evaluate)
 
@@ -127,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a text file with one document per line, or a folder of documents")
     predict.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most probable classes")
     predict.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    predict.add_argument(
+        "--output", metavar="FILE", help="write one row per document to FILE (.jsonl or .csv) instead"
+    )
+    predict.add_argument("--with-text", action="store_true", help="include each document's text in --output")
     predict.set_defaults(handler=_predict)
 
     explain = commands.add_parser(
@@ -253,17 +262,32 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.training import experiment
+    from rnnkit.training import experiment, new_data
 
-    result = experiment.evaluate(args.run_dir, args.split)
+    if args.data and args.split:
+        raise _UsageError("give --split or --data, not both")
+    if not args.data and (args.text_column or args.label_column):
+        raise _UsageError("--text-column and --label-column apply to --data")
+    if args.data:
+        result = new_data.evaluate_data(args.run_dir, args.data, args.text_column, args.label_column)
+        name = args.data
+    else:
+        result = experiment.evaluate(args.run_dir, args.split or "test")
+        name = result["split"]
     if args.json:
         print(json.dumps({key: value for key, value in result.items() if key != "report"}, indent=2))
         return 0
     metrics = result["metrics"]
     print(
-        f"{args.split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"{name}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
         f"loss {metrics['loss']:.4f}  (best epoch {result['best_epoch']})"
     )
+    if "unseen_labels" in result:
+        left_out = result["documents"] - result["scored"]
+        print(
+            f"{result['scored']} of {result['documents']} documents scored; "
+            f"{left_out} with labels the model never saw"
+        )
     if "baseline" in result:
         baseline = result["baseline"]
         print(
@@ -277,14 +301,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from rnnkit import load
+    from rnnkit.prediction_io import check_output, prediction_rows, read_documents, write_predictions
 
     if args.top_k < 1:
         raise _UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    sources, texts = _read_documents(args.texts, args.file)
-    predictor = load(args.run_dir, device=args.device)
-    for source, top in zip(sources, predictor.predict_top_k(texts, args.top_k), strict=True):
-        columns = [] if source is None else [source]
-        columns += [field for label, prob in top for field in (label, f"{prob:.4f}")]
+    if args.file is not None and args.texts:
+        raise _UsageError("give texts to classify or --file FILE, not both")
+    if args.file is None and not args.texts:
+        raise _UsageError("give texts to classify, or --file FILE")
+    if args.with_text and not args.output:
+        raise _UsageError("--with-text applies to --output FILE")
+    if args.output:
+        check_output(args.output)
+    documents = read_documents(args.texts, args.file)
+    top = load(args.run_dir, device=args.device).predict_top_k(documents.texts, args.top_k)
+    if args.output:
+        write_predictions(args.output, prediction_rows(documents, top, args.with_text))
+        logger.info("wrote %d predictions to %s", len(top), args.output)
+        return 0
+    for source, pairs in zip(documents.sources, top, strict=True):
+        columns = [str(source)] if documents.source_name == "file" else []
+        columns += [field for label, prob in pairs for field in (label, f"{prob:.4f}")]
         print("\t".join(columns))
     return 0
 
@@ -352,6 +389,7 @@ def _tune(args: argparse.Namespace) -> int:
     print(result.table)
     print("\n".join(result.notes))
 
+
 def _export(args: argparse.Namespace) -> int:
     from rnnkit.export import export_run
     from rnnkit.runs import open_run
@@ -377,29 +415,6 @@ def _serve(args: argparse.Namespace) -> int:
     )
     serve(args.run_dir, args.host, args.port, args.device, settings, args.access_log)
     return 0
-
-
-def _read_documents(texts: list[str], file: str | None) -> tuple[list[str | None], list[str]]:
-    """``(source names, documents)``: a folder names each document by its path, else ``None``."""
-    if file is not None and texts:
-        raise _UsageError("give texts to classify or --file FILE, not both")
-    if file is None and not texts:
-        raise _UsageError("give texts to classify, or --file FILE")
-    if file is None:
-        return [None] * len(texts), list(texts)
-    path = Path(file)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"--file {path} is a folder without files; put one document per file in it")
-        documents = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
-        return [str(p.relative_to(path)) for p in files], documents
-    if not path.is_file():
-        raise DataError(f"--file {path} does not exist; give a text file (one document per line) or a folder")
-    lines = [
-        line for line in path.read_bytes().decode("utf-8", errors="replace").splitlines() if line.strip()
-    ]
-    return [None] * len(lines), lines
 
 
 def _report(message: str, prefix: str = "rnnkit: error: ") -> None:

@@ -1,7 +1,15 @@
 """Data: loading, tokenisation, vocabulary, pretrained vectors and batching."""
 
 from rnnkit.data.batching import Batch, BucketBatchSampler, EncodedDataset, SortedBatchSampler, collate
-from rnnkit.data.corpus import TextDataset, load_csv, load_folder, load_jsonl, load_user_data, split_dataset
+from rnnkit.data.corpus import (
+    TextDataset,
+    load_csv,
+    load_folder,
+    load_jsonl,
+    load_labelled,
+    load_user_data,
+    split_dataset,
+)
 from rnnkit.data.newsgroups import load_20newsgroups
 from rnnkit.data.pipeline import PreparedData, encode_texts, prepare_data
 from rnnkit.data.text import DEFAULT_TOKEN_PATTERN, Tokenizer, Vocabulary
@@ -41,6 +49,7 @@ __all__ = [
     "load_csv",
     "load_folder",
     "load_jsonl",
+    "load_labelled",
     "load_user_data",
     "load_vectors",
     "prepare_data",

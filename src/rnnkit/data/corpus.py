@@ -31,6 +31,7 @@ __all__ = [
     "load_csv",
     "load_folder",
     "load_jsonl",
+    "load_labelled",
     "load_user_data",
     "normalise_labels",
     "split_dataset",
@@ -309,6 +310,27 @@ def load_user_data(
     names = encode_labels(labels)[1]
     train = _dataset(train_texts, labels[: len(train_raw)], train_stats, names)
     return train, _dataset(test_texts, labels[len(train_raw) :], test_stats, names)
+
+
+def load_labelled(path: str | Path, text_column: str = "text", label_column: str = "label") -> TextDataset:
+    """Any labelled data, its kind told by the path: a folder (one sub-folder per class, or
+    ``train/`` + ``test/``, read as a whole), a ``.csv`` or a ``.jsonl`` file."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"{path} does not exist; give a folder, a .csv or a .jsonl file of labelled texts")
+    if root.is_dir():
+        kind = "folder"
+    elif root.suffix.lower() in (".csv", ".jsonl"):
+        kind = root.suffix.lower()[1:]
+    else:
+        raise DataError(
+            f"{path} is neither a folder nor a .csv or .jsonl file; give labelled data in one of those"
+        )
+    first, second = load_user_data(kind, root, text_column, label_column)
+    if second is None:
+        return first
+    texts = [*first.texts, *second.texts]
+    return TextDataset(texts, np.concatenate([first.labels, second.labels]), first.label_names)
 
 
 def split_indices(
