@@ -388,6 +388,7 @@ def _tune(args: argparse.Namespace) -> int:
         return 130
     print(result.table)
     print("\n".join(result.notes))
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
