@@ -53,6 +53,19 @@ def test_train_and_test_files_give_a_stratified_validation_part(tmp_path: Path, 
     assert data.label_names == ["space", "sport"] and data.embeddings is None
 
 
+def test_train_docs_keeps_a_stratified_subset_of_the_training_part_only(
+    tmp_path: Path, split_csv: Path
+) -> None:
+    full = prepare_data(_config(tmp_path, split_csv))
+    cfg = _config(tmp_path, split_csv)
+    cfg.data.train_docs = 4
+    data = prepare_data(cfg)
+    assert len(data.train) == 4 and np.bincount(data.train.labels).tolist() == [2, 2]
+    assert data.stats["train_docs_left_out"] == 8
+    assert (len(data.validation), len(data.test)) == (len(full.validation), len(full.test))
+    assert len(data.vocab) < len(full.vocab)  # built from the kept documents only
+
+
 def test_empty_training_documents_are_dropped_and_empty_test_documents_become_unk(
     tmp_path: Path, split_csv: Path
 ) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
+from torch.nn import functional as F
 
 from rnnkit.cli import main
 from rnnkit.config import TrainConfig, load_config
@@ -288,15 +289,29 @@ def test_plateau_halves_the_rate_after_an_epoch_without_improvement_of_the_monit
     assert learning_rates("plateau", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], monitor="val_loss") == [0.1] * 6
 
 
-def tiny_trainer(store: Path, callbacks: list[Callback], model: nn.Module | None = None) -> Trainer:
+def tiny_trainer(
+    store: Path, callbacks: list[Callback], model: nn.Module | None = None, **settings: object
+) -> Trainer:
     """A Trainer over 8 two-class documents, for the loop's rules."""
     documents = [np.array([2, 3, 4], dtype=np.int32), np.array([5, 6], dtype=np.int32)] * 4
     data = EncodedDataset(documents, np.array([0, 1] * 4), 10)
     torch.manual_seed(0)
     if model is None:
         model = GRUClassifier(8, 2, embedding_dim=4, hidden_size=4)
-    cfg = TrainConfig(epochs=1, batch_size=4, progress=False)
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 4, "progress": False, **settings})
     return Trainer(cfg, model, data, data, 2, torch.device("cpu"), CheckpointStore(store), callbacks)
+
+
+def test_label_smoothing_spreads_part_of_each_training_target_over_all_classes(tmp_path):
+    trainer = tiny_trainer(tmp_path, [], batch_size=8, label_smoothing=0.2, amp=False)
+    tokens, lengths = torch.tensor([[2, 3, 4], [5, 6, 0]] * 4), torch.tensor([3, 2] * 4)
+    labels = torch.tensor([0, 1] * 4)
+    with torch.no_grad():
+        logits = trainer.model(tokens, lengths)
+    smoothed = F.cross_entropy(logits, labels, label_smoothing=0.2).item()
+    trainer.fit()
+    assert trainer.history[0]["train_loss"] == pytest.approx(smoothed, rel=1e-5)
+    assert smoothed != pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-3)
 
 
 def test_the_trainer_calls_a_models_prepare_for_training_hook_once(tmp_path):

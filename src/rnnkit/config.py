@@ -64,6 +64,7 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     max_length: int = _at_least(400, 1)
+    train_docs: int | None = _at_least(None, 1)
     tokenizer: str = "regex"
     lowercase: bool = True
     token_pattern: str = DEFAULT_TOKEN_PATTERN
@@ -120,6 +121,7 @@ class TrainConfig:
     scheduler: str = _choice("none", "none", "cosine", "step", "plateau")
     grad_clip: float = _at_least(1.0, 0.0)
     class_weights: str = _choice("none", "none", "balanced")
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
     patience: int = _at_least(3, 0)
     monitor: str = _choice("val_accuracy", "val_accuracy", "val_macro_f1", "val_loss")
     seed: int = field(default=42, metadata={"min": 0, "max": 2**32 - 1})  # numpy/scikit-learn seeds

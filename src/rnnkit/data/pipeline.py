@@ -261,6 +261,18 @@ def _build_corpus(cfg: Config, tokenizer: TextTokenizer) -> _Corpus:
             stats["empty_after_cleaning_dropped"],
         )
     train_idx, val_idx = split_indices(pool.labels[keep], data.val_size, cfg.train.seed)
+    if data.train_docs is not None and data.train_docs < len(train_idx):
+        # ceil((k - 0.5) / n * n) == k: exactly train_docs documents, stratified like the other splits.
+        fraction = (data.train_docs - 0.5) / len(train_idx)
+        _, subset = split_indices(pool.labels[keep][train_idx], fraction, cfg.train.seed)
+        logger.info(
+            "data.train_docs: training on %d of %d training documents (stratified, seed %d)",
+            len(subset),
+            len(train_idx),
+            cfg.train.seed,
+        )
+        stats["train_docs_left_out"] = len(train_idx) - len(subset)
+        train_idx = train_idx[np.sort(subset)]
     parts = {"train": keep[train_idx], "validation": keep[val_idx]}
     vocab = Vocabulary.build(
         (pool_tokens[i] for i in parts["train"]),

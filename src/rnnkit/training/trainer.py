@@ -161,7 +161,9 @@ class Trainer:
         """Forward, loss, backward, clip, step; a non-finite loss stops before any update."""
         with autocast(self.device, self.amp):
             logits = self.model(batch.token_ids, batch.lengths)
-        losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
+        losses = F.cross_entropy(
+            logits.float(), batch.labels, reduction="none", label_smoothing=self.cfg.label_smoothing
+        )
         weights = (
             self.class_weights[batch.labels] if self.class_weights is not None else torch.ones_like(losses)
         )
