@@ -6,20 +6,27 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rnnkit.predict import Predictor
+    from rnnkit.predict import EnsemblePredictor, Predictor
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load"]
 
 
-def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor:
+def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor | EnsemblePredictor:
     """The best model of a training run, ready to classify text: ``load(run).predict(["..."])``.
 
     ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. The same as
     ``rnnkit.runs.open_run(run_dir, device).predictor()``, imported lazily so that ``import rnnkit``
-    (and ``rnnkit --help``) stays fast.
+    (and ``rnnkit --help``) stays fast. An ensemble folder (``rnnkit ensemble``) gives its members'
+    averaged probabilities through the same methods.
     """
     from rnnkit.runs import open_run
+    from rnnkit.runs.ensemble import is_ensemble, read_ensemble
 
+    if is_ensemble(run_dir):
+        from rnnkit.predict import EnsemblePredictor
+
+        members = read_ensemble(run_dir).members
+        return EnsemblePredictor([open_run(member, device).predictor() for member in members])
     return open_run(run_dir, device).predictor()

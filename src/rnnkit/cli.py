@@ -138,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--with-text", action="store_true", help="include each document's text in --output")
     predict.set_defaults(handler=_predict)
 
+    ensemble = commands.add_parser(
+        "ensemble",
+        parents=[common],
+        help="combine finished runs into one classifier (their probabilities averaged)",
+        description="Score the runs' averaged class probabilities on their shared test split and write "
+        "an ensemble folder that 'rnnkit predict', 'rnnkit evaluate' and rnnkit.load use like a run.",
+    )
+    ensemble.add_argument("runs", nargs="+", metavar="RUN", help="runs with the same labels and test data")
+    ensemble.add_argument("--run-dir", required=True, help="the ensemble folder to write")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace what is in --run-dir")
+    ensemble.set_defaults(handler=_ensemble)
+
     explain = commands.add_parser(
         "explain",
         parents=[common],
@@ -262,13 +274,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.training import experiment, new_data
+    from rnnkit.runs.ensemble import is_ensemble
+    from rnnkit.training import ensemble, experiment, new_data
 
     if args.data and args.split:
         raise _UsageError("give --split or --data, not both")
     if not args.data and (args.text_column or args.label_column):
         raise _UsageError("--text-column and --label-column apply to --data")
-    if args.data:
+    if is_ensemble(args.run_dir):
+        if args.data:
+            raise _UsageError("--data scores one run; give one of the ensemble's members as --run-dir")
+        result = ensemble.evaluate_ensemble(args.run_dir, args.split or "test")
+        name = result["split"]
+    elif args.data:
         result = new_data.evaluate_data(args.run_dir, args.data, args.text_column, args.label_column)
         name = args.data
     else:
@@ -278,9 +296,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({key: value for key, value in result.items() if key != "report"}, indent=2))
         return 0
     metrics = result["metrics"]
+    of_what = f"best epoch {result['best_epoch']}" if result["best_epoch"] is not None else "ensemble"
     print(
         f"{name}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"loss {metrics['loss']:.4f}  (best epoch {result['best_epoch']})"
+        f"loss {metrics['loss']:.4f}  ({of_what})"
     )
     if "unseen_labels" in result:
         left_out = result["documents"] - result["scored"]
@@ -323,6 +342,22 @@ def _predict(args: argparse.Namespace) -> int:
         columns = [str(source)] if documents.source_name == "file" else []
         columns += [field for label, prob in pairs for field in (label, f"{prob:.4f}")]
         print("\t".join(columns))
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from rnnkit.training.ensemble import create_ensemble
+
+    metrics = create_ensemble(args.runs, args.run_dir, overwrite=args.overwrite)
+    for member in metrics["members"]:
+        print(f"member {member['run']}: test accuracy {member['test']['accuracy']:.4f}")
+    baseline = metrics.get("baseline", {}).get("test")
+    versus = f"  (TF-IDF baseline {baseline['accuracy']:.4f})" if baseline else ""
+    test = metrics["test"]
+    print(
+        f"ensemble of {len(metrics['members'])}: test accuracy {test['accuracy']:.4f}  "
+        f"macro-F1 {test['macro_f1']:.4f}{versus}  folder: {args.run_dir}"
+    )
     return 0
 
 

@@ -17,7 +17,28 @@ from rnnkit.data import TextTokenizer, Vocabulary, encode_texts
 from rnnkit.inference import predict_dataset
 
 
-class Predictor:
+class ProbabilityClassifier:
+    """Labels and top-k pairs from a subclass's ``predict_proba`` over ``label_names``."""
+
+    label_names: list[str]
+
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: str | Sequence[str]) -> list[str]:
+        """The most probable class name of each text."""
+        return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def predict_top_k(self, texts: str | Sequence[str], k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable ``(class name, probability)`` pairs of each text, best first."""
+        probs = self.predict_proba(texts)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [
+            [(self.label_names[j], float(row[j])) for j in top] for row, top in zip(probs, order, strict=True)
+        ]
+
+
+class Predictor(ProbabilityClassifier):
     """Tokenize, encode and classify texts the way the run's model was trained to."""
 
     def __init__(
@@ -47,14 +68,14 @@ class Predictor:
         dataset = encode_texts(texts, self.vocab, self.tokenizer, self.max_length)
         return predict_dataset(self.model, dataset, self.batch_size, self.device).probs
 
-    def predict(self, texts: str | Sequence[str]) -> list[str]:
-        """The most probable class name of each text."""
-        return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
-    def predict_top_k(self, texts: str | Sequence[str], k: int = 1) -> list[list[tuple[str, float]]]:
-        """The ``k`` most probable ``(class name, probability)`` pairs of each text, best first."""
-        probs = self.predict_proba(texts)
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [
-            [(self.label_names[j], float(row[j])) for j in top] for row, top in zip(probs, order, strict=True)
-        ]
+class EnsemblePredictor(ProbabilityClassifier):
+    """Several runs' predictors as one: each reads the text its own way; probabilities are averaged."""
+
+    def __init__(self, members: Sequence[Predictor]) -> None:
+        self.members = list(members)
+        self.label_names = self.members[0].label_names
+
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return np.mean([member.predict_proba(texts) for member in self.members], axis=0)

@@ -4,7 +4,8 @@
 * :mod:`rnnkit.runs.checkpoint`: the checkpoint format (safetensors + verified JSON) and the
   ``checkpoints/`` folder's best/last/previous files;
 * :mod:`rnnkit.runs.trained`: :func:`open_run`, a run's config, vocabulary, tokenizer, labels and
-  best model in one :class:`TrainedRun`.
+  best model in one :class:`TrainedRun`;
+* :mod:`rnnkit.runs.ensemble`: an ensemble folder, several runs used as one classifier.
 """
 
 from rnnkit.runs.folder import RunDir, default_run_dir

@@ -19,6 +19,7 @@ from rnnkit.config import Config
 from rnnkit.data import EncodedDataset, TextTokenizer, Vocabulary
 from rnnkit.errors import CheckpointError
 from rnnkit.models import build_model
+from rnnkit.runs.ensemble import ENSEMBLE_NAME, is_ensemble
 from rnnkit.runs.folder import RunDir
 from rnnkit.runtime import resolve_device
 
@@ -71,6 +72,11 @@ def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
     labels or checkpoint do not belong together (see :mod:`rnnkit.runs.manifest`) is a one-line
     :class:`~rnnkit.errors.CheckpointError`.
     """
+    if is_ensemble(run_dir):
+        raise CheckpointError(
+            f"{run_dir} is an ensemble of runs ({ENSEMBLE_NAME}): predict and evaluate use it; "
+            "explain, export and serve need one run, e.g. one of its members"
+        )
     run = RunDir(run_dir)
     run.require()
     run.verify_files()
