@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import matmul_floor  # scripts/, beside this file
 import numpy as np
 import torch
 from torch import nn
@@ -74,6 +75,7 @@ class Result:
     train_speedup: float | None = None
     infer_speedup: float | None = None
     gpu_utilisation: float | None = None  # mean % while training, CUDA only
+    floor_pct: float | None = None  # train tokens/s as % of the layer's matrix-product floor (CPU)
     note: str = ""
 
 
@@ -397,10 +399,28 @@ def run_baselines(
 
 def run_rnnkit(
     cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
-) -> list[Result]:
-    """``tutorial+runtime`` and the rnnkit variants, under rnnkit's runtime settings."""
+) -> tuple[list[Result], matmul_floor.Floor | None]:
+    """``tutorial+runtime`` and the rnnkit variants, under rnnkit's runtime settings, and on CPU the
+    layer's matrix-product floor in rnnkit's product dtype (:mod:`matmul_floor`), measured first."""
     with configure_runtime(TrainConfig(device=str(device), num_threads=args.threads)):
-        return _run_rnnkit_variants(cell, bidirectional, work, args, device)
+        floor = None
+        if device.type == "cpu" and not args.no_floor:
+            steps = max(1, round(work.epoch_tokens / TRAIN_DOCS))  # mean tokens per document
+            layer = matmul_floor.Layer(
+                cell, bidirectional, steps, args.batch_size, args.embedding_dim, args.hidden_size
+            )
+            floor = matmul_floor.measure(layer, matmul_floor.bfloat16_or_float32())
+            print(
+                f"  {cell:4s} {layer_direction(bidirectional):3s} floor {floor.tokens_per_s:9.0f} tok/s "
+                f"({floor.dtype})",
+                file=sys.stderr,
+                flush=True,
+            )
+        return _run_rnnkit_variants(cell, bidirectional, work, args, device), floor
+
+
+def layer_direction(bidirectional: bool) -> str:
+    return "bi" if bidirectional else "uni"
 
 
 def _run_rnnkit_variants(
@@ -427,13 +447,15 @@ def _run_rnnkit_variants(
     return results
 
 
-def add_speedups(results: list[Result]) -> None:
-    """Ratios against the first result (``tutorial``) of the same model."""
+def add_speedups(results: list[Result], floor: matmul_floor.Floor | None) -> None:
+    """Ratios against the first result (``tutorial``) of the same model, and % of its floor."""
     base = results[0]
     for r in results:
         if r.train_tokens_per_s is not None:
             r.train_speedup = r.train_tokens_per_s / base.train_tokens_per_s
             r.infer_speedup = r.infer_docs_per_s / base.infer_docs_per_s
+            if floor is not None:
+                r.floor_pct = 100 * r.train_tokens_per_s / floor.tokens_per_s
 
 
 def keras_note() -> str:
@@ -477,6 +499,16 @@ def environment(device: torch.device, work: Workload, args: argparse.Namespace) 
     return info
 
 
+def floor_line(env: dict[str, object]) -> str:
+    """The floors the ``% of floor`` column divides by (scripts/matmul_floor.py, this run)."""
+    floors = dict(env.get("floor_tokens_per_s") or {})  # type: ignore[call-overload]
+    if not floors:
+        return "no matrix-product floor (CUDA or --no-floor)"
+    dtype = floors.pop("dtype")
+    cells = ", ".join(f"{name} {value:,.0f}" for name, value in floors.items())
+    return f"floor = the layer's matrix products alone in {dtype}, tokens/s: {cells}"
+
+
 def markdown(results: list[Result], env: dict[str, object]) -> str:
     lines = [
         f"Device: {env['device']} ({env['machine']}, {env['cpu_cores']} cores, "
@@ -486,20 +518,22 @@ def markdown(results: list[Result], env: dict[str, object]) -> str:
         f"max_length {env['max_length']}, {env['timed_batches']} timed batches after "
         f"{env['warmup_batches']} warm-up, "
         f"epoch = {env['epoch_batches']} batches; inference on {env['infer_docs']} documents",
+        floor_line(env),
         "",
-        "| cell | dir | variant | train tokens/s | train s/epoch | train speedup "
+        "| cell | dir | variant | train tokens/s | % of floor | train s/epoch | train speedup "
         "| infer docs/s | infer speedup | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if r.train_tokens_per_s is None:
-            lines.append(f"| {r.cell} | {r.direction} | {r.variant} | - | - | - | - | - | {r.note} |")
+            lines.append(f"| {r.cell} | {r.direction} | {r.variant} | - | - | - | - | - | - | {r.note} |")
             continue
+        floor_pct = f"{r.floor_pct:.0f}%" if r.floor_pct is not None else "-"
         note = r.note
         if r.gpu_utilisation is not None:
             note = f"GPU {r.gpu_utilisation:.0f}% busy while training" + (f"; {note}" if note else "")
         lines.append(
-            f"| {r.cell} | {r.direction} | {r.variant} | {r.train_tokens_per_s:,.0f} "
+            f"| {r.cell} | {r.direction} | {r.variant} | {r.train_tokens_per_s:,.0f} | {floor_pct} "
             f"| {r.train_s_per_epoch:,.1f} "
             f"| {r.train_speedup:.2f}x | {r.infer_docs_per_s:,.1f} | {r.infer_speedup:.2f}x | {note} |"
         )
@@ -538,6 +572,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras 3 comparison")
     parser.add_argument(
+        "--no-floor", action="store_true", help="skip the matrix-product floor (scripts/matmul_floor.py)"
+    )
+    parser.add_argument(
         "--packed",
         action="store_true",
         help="also measure the tutorial with pack_padded_sequence (slow on CPU)",
@@ -571,11 +608,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with configure_runtime(defaults):
         baselines = {model: run_baselines(*model, work, args, device) for model in models}
     results: list[Result] = []
+    floors: dict[str, float] = {}
     for model in models:
-        rows = [baselines[model][0], *run_rnnkit(*model, work, args, device), *baselines[model][1:]]
-        add_speedups(rows)
+        rnnkit_rows, floor = run_rnnkit(*model, work, args, device)
+        rows = [baselines[model][0], *rnnkit_rows, *baselines[model][1:]]
+        add_speedups(rows, floor)
         results.extend(rows)
+        if floor is not None:
+            floors[f"{model[0]} {layer_direction(model[1])}"] = floor.tokens_per_s
+            floors["dtype"] = str(floor.dtype).removeprefix("torch.")  # type: ignore[assignment]
     env = environment(device, work, args)
+    env["floor_tokens_per_s"] = floors
     print(markdown(results, env))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -58,11 +58,23 @@ def test_without_nvml_gpu_utilisation_reports_nothing(monkeypatch):
     assert utilisation.mean is None
 
 
-def test_the_matmul_floor_reports_a_token_limit_per_dtype(capsys):
+def test_the_matmul_floor_reports_a_token_limit_per_cell_direction_and_dtype(capsys):
     import matmul_floor
 
     args = ["--steps", "3", "--batch", "2", "--input", "4", "--hidden", "4", "--repeats", "1"]
     assert matmul_floor.main(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[2:]] == ["torch.float32", "torch.bfloat16"]
-    assert all("tokens/s" in line for line in lines[2:])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[4:]]
+    keys = [tuple(cell.strip() for cell in row[:3]) for row in rows]
+    assert keys == [
+        (c, d, t) for c in ("lstm", "gru", "rnn") for d in ("uni", "bi") for t in ("float32", "bfloat16")
+    ]
+    assert all(float(row[6].replace(",", "")) > 0 for row in rows)
+
+
+def test_the_floor_counts_both_directions_and_every_gate_block():
+    import matmul_floor
+
+    lstm, gru = matmul_floor.Layer("lstm", False, 10, 2, 4, 4), matmul_floor.Layer("gru", True, 10, 2, 4, 4)
+    assert lstm.flops == 2 * 20 * 3 * 8 * 16 and gru.flops == 2 * 20 * 3 * 8 * 12 * 2
+    floor = matmul_floor.measure(gru, torch.float32, repeats=1)
+    assert floor.tokens_per_s == pytest.approx(gru.tokens / (floor.per_step_s + floor.all_step_s))

@@ -169,28 +169,79 @@ def test_refuses_modules_it_cannot_reproduce():
 def test_the_loops_refuse_inputs_they_would_misread_instead_of_reading_past_them():
     ext = cpp_loop.extension()
     proj, bias, w_hh_t = torch.randn(5, 2, 16), torch.zeros(16), torch.randn(4, 16)
-    gates, _, c, _ = ext.lstm_forward(proj, bias, w_hh_t)
+    ((gates, _, c, _),) = ext.lstm_forward([proj], [bias], [w_hh_t])
     grad_out, w_hh = torch.randn(5, 2, 4), w_hh_t.t().contiguous()
-    ext.lstm_backward(grad_out, gates, c, w_hh)  # what the forward pass kept fits
+    ext.lstm_backward([grad_out], [gates], [c], [w_hh])  # what the forward pass kept fits
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
-        ext.lstm_forward(proj.double(), bias, w_hh_t)
+        ext.lstm_forward([proj.double()], [bias], [w_hh_t])
     with pytest.raises(
         RuntimeError, match="the transposed recurrent weight must be a Float tensor, got BFloat16"
     ):
-        ext.lstm_forward(proj, bias, w_hh_t.bfloat16())
+        ext.lstm_forward([proj], [bias], [w_hh_t.bfloat16()])
     with pytest.raises(RuntimeError, match="the activated gates must have shape"):
-        ext.lstm_backward(grad_out, gates[:-1], c, w_hh)
+        ext.lstm_backward([grad_out], [gates[:-1]], [c], [w_hh])
     with pytest.raises(RuntimeError, match="the cell states must have shape"):
-        ext.lstm_backward(grad_out, gates, c[1:], w_hh)
+        ext.lstm_backward([grad_out], [gates], [c[1:]], [w_hh])
     with pytest.raises(RuntimeError, match="the recurrent weight must have shape"):
-        ext.lstm_backward(grad_out, gates, c, w_hh_t)
+        ext.lstm_backward([grad_out], [gates], [c], [w_hh_t])
     with pytest.raises(RuntimeError, match="grad_out must be contiguous"):
-        ext.lstm_backward(grad_out.transpose(0, 1), gates, c, w_hh)
-    gru_gates, gru_h, hn, _ = ext.gru_forward(
-        torch.randn(5, 2, 12), torch.zeros(12), torch.zeros(4), torch.randn(4, 12)
+        ext.lstm_backward([grad_out.transpose(0, 1)], [gates], [c], [w_hh])
+    ((gru_gates, gru_h, hn, _),) = ext.gru_forward(
+        [torch.randn(5, 2, 12)], [torch.zeros(12)], [torch.zeros(4)], [torch.randn(4, 12)]
     )
     with pytest.raises(RuntimeError, match="the hidden states must have shape"):
-        ext.gru_backward(grad_out, gru_gates, hn, gru_h[1:], torch.randn(12, 4))
-    rnn_h, _ = ext.rnn_forward(torch.randn(5, 2, 4), torch.zeros(4), torch.randn(4, 4), False)
+        ext.gru_backward([grad_out], [gru_gates], [hn], [gru_h[1:]], [torch.randn(12, 4)])
+    ((rnn_h, _),) = ext.rnn_forward([torch.randn(5, 2, 4)], [torch.zeros(4)], [torch.randn(4, 4)], False)
     with pytest.raises(RuntimeError, match="the hidden states must have shape"):
-        ext.rnn_backward(grad_out, rnn_h[:-1], torch.randn(4, 4), False)
+        ext.rnn_backward([grad_out], [rnn_h[:-1]], [torch.randn(4, 4)], False)
+    with pytest.raises(RuntimeError, match="one entry per direction"):
+        ext.rnn_forward([torch.randn(5, 2, 4)] * 2, [torch.zeros(4)], [torch.randn(4, 4)] * 2, False)
+    with pytest.raises(RuntimeError, match="same shapes"):
+        ext.rnn_forward([torch.randn(5, 2, 4), torch.randn(5, 3, 4)], [torch.zeros(4)] * 2, [w_hh] * 2, False)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 4])
+@pytest.mark.parametrize("cell", CELLS)
+def test_row_blocks_on_several_threads_give_the_one_thread_results(cell, threads):
+    torch.manual_seed(6)
+    module = CELLS[cell](5, 8)
+    inputs, grad_out = torch.randn(37, 12, 5), torch.randn(37, 12, 8)  # 37 rows: uneven blocks
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _outputs_and_grads(_compiled(torch.float32), module, inputs, grad_out)
+        torch.set_num_threads(threads)
+        many = _outputs_and_grads(_compiled(torch.float32), module, inputs, grad_out)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(many[0], one[0], atol=1e-6, rtol=1e-6)  # rows never mix
+    for got, expected in zip(many[1], one[1], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_layers_side_by_side_compute_what_each_computes_alone(cell, dtype):
+    torch.manual_seed(7)
+    forward, backward = CELLS[cell](5, 8), CELLS[cell](5, 8)
+    inputs = [torch.randn(20, 9, 5, requires_grad=True) for _ in range(2)]
+    grad_out = [torch.randn(20, 9, 8) for _ in range(2)]
+    together = cpp_loop.run_directions([forward, backward], inputs, dtype)
+    together_grads = torch.autograd.grad(
+        together, [*inputs, *forward.parameters(), *backward.parameters()], grad_out
+    )
+    alone = [cpp_loop.run(m, x, dtype) for m, x in zip([forward, backward], inputs, strict=True)]
+    alone_grads = torch.autograd.grad(
+        alone, [*inputs, *forward.parameters(), *backward.parameters()], grad_out
+    )
+    # In bfloat16 a product's rounding may differ with the rows it is split into (threads).
+    tolerance = 1e-5 if dtype == torch.float32 else BFLOAT16_RELATIVE
+    for got, expected in zip([*together, *together_grads], [*alone, *alone_grads], strict=True):
+        assert (got - expected).abs().max() <= tolerance * expected.abs().max()
+
+
+def test_layers_side_by_side_must_match():
+    with pytest.raises(ValueError, match="same cell"):
+        cpp_loop.run_directions(
+            [nn.GRU(3, 4, batch_first=True), nn.GRU(3, 5, batch_first=True)], [torch.randn(2, 3, 3)] * 2
+        )

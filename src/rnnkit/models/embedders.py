@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 PAD_ID = 0
@@ -42,4 +43,33 @@ class TokenEmbedder(nn.Module):
 
     def forward(self, token_ids: Tensor) -> Tensor:
         """``(batch, time)`` ids -> ``(batch, time, embedding_dim)`` vectors."""
+        weight = self.embedding.weight
+        if weight.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled():
+            return self.dropout(_CpuEmbedding.apply(token_ids, weight))
         return self.dropout(self.embedding(token_ids))
+
+
+class _CpuEmbedding(torch.autograd.Function):
+    """``nn.functional.embedding(ids, weight, padding_idx=0)`` with a faster CPU backward.
+
+    The gradient is the same sum of the output gradients per id (the padding row gets none), made
+    as one ``index_add_`` into a zeroed matrix. PyTorch's CPU backward instead walks all ids once
+    per slice of 1,000 vocabulary rows: 2-4x slower for a 50,000-word vocabulary and a batch of
+    64 x 280 tokens, and slower still with two threads on a busy machine (measured: 5.6 ms against
+    2.3 ms on one thread).
+    """
+
+    @staticmethod
+    def forward(ctx, token_ids: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(token_ids)
+        ctx.num_weights = weight.size(0)
+        return nn.functional.embedding(token_ids, weight, padding_idx=PAD_ID)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        (token_ids,) = ctx.saved_tensors
+        width = grad_output.size(-1)
+        grad = grad_output.new_zeros(ctx.num_weights, width)
+        grad.index_add_(0, token_ids.reshape(-1), grad_output.reshape(-1, width))
+        grad[PAD_ID] = 0
+        return None, grad

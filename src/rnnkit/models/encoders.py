@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.kernels import prepare, run_recurrent
+from rnnkit.models.kernels import prepare, run_directions, run_recurrent
 from rnnkit.models.sequence import reverse_padded
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -41,11 +41,11 @@ class RecurrentLayer(nn.Module):
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """``(batch, time, input_size)`` -> ``(batch, time, num_directions * hidden_size)``."""
-        outputs = run_recurrent(self.directions[0], inputs, self.kernel)
         if len(self.directions) == 1:
-            return outputs
-        backwards = run_recurrent(self.directions[1], reverse_padded(inputs, lengths), self.kernel)
-        return torch.cat([outputs, reverse_padded(backwards, lengths)], dim=2)
+            return run_recurrent(self.directions[0], inputs, self.kernel)
+        reversed_inputs = reverse_padded(inputs, lengths)
+        forwards, backwards = run_directions(self.directions, [inputs, reversed_inputs], self.kernel)
+        return torch.cat([forwards, reverse_padded(backwards, lengths)], dim=2)
 
 
 class RecurrentEncoder(nn.Module):

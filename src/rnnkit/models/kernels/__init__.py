@@ -6,6 +6,6 @@
 * :mod:`~rnnkit.models.kernels.python_loop`: the same loop in Python, where no compiler exists.
 """
 
-from rnnkit.models.kernels.dispatch import KERNELS, choose_kernel, prepare, run_recurrent
+from rnnkit.models.kernels.dispatch import KERNELS, choose_kernel, prepare, run_directions, run_recurrent
 
-__all__ = ["KERNELS", "choose_kernel", "prepare", "run_recurrent"]
+__all__ = ["KERNELS", "choose_kernel", "prepare", "run_directions", "run_recurrent"]

@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -136,21 +137,54 @@ def run(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | None = None) ->
     ``dtype`` is the matrix-product dtype (default: :func:`compute_dtype`). Raises if the extension
     cannot be built or the module is not supported.
     """
+    return run_directions([module], [inputs], dtype)[0]
+
+
+def run_directions(
+    modules: Sequence[nn.RNNBase], inputs: Sequence[Tensor], dtype: torch.dtype | None = None
+) -> list[Tensor]:
+    """``[run(m, x) for m, x in zip(modules, inputs)]`` in one call: the layers run side by side.
+
+    For the two directions of a bidirectional layer: same cell type, input and hidden sizes, and
+    input shapes. Their time loops run in parallel on the available threads (one direction per
+    thread with two threads) instead of one after the other.
+    """
     ext = extension()
-    if ext is None or not supports(module, inputs):
+    if ext is None or not all(supports(m, x) for m, x in zip(modules, inputs, strict=True)):
         raise ValueError(
             "the C++ loop needs the compiled extension and a single-layer, unidirectional, "
             "batch_first nn.RNN/LSTM/GRU on CPU with float32 weights"
         )
-    dtype = dtype or compute_dtype()
-    weights = (module.weight_ih_l0, module.weight_hh_l0)
-    biases = (module.bias_ih_l0, module.bias_hh_l0) if module.bias else (None, None)
+    first = modules[0]
+    if not _same_layer_shape(modules) or len({x.shape for x in inputs}) > 1:
+        raise ValueError("layers run side by side need the same cell, sizes and input shapes")
+    kind, dtype = _kind(first), dtype or compute_dtype()
+    parameters: list[Tensor | None] = []
+    for module in modules:
+        biases = (module.bias_ih_l0, module.bias_hh_l0) if module.bias else (None, None)
+        parameters += [module.weight_ih_l0, module.weight_hh_l0, *biases]
     with torch.autocast("cpu", enabled=False):
-        if isinstance(module, nn.LSTM):
-            return _LSTM.apply(inputs, *weights, *biases, dtype)
-        if isinstance(module, nn.GRU):
-            return _GRU.apply(inputs, *weights, *biases, dtype)
-        return _RNN.apply(inputs, *weights, *biases, dtype, module.nonlinearity == "relu")
+        outputs = _Recurrence.apply(kind, dtype, len(modules), *inputs, *parameters)
+    return list(outputs)
+
+
+def _kind(module: nn.RNNBase) -> str:
+    if isinstance(module, nn.LSTM):
+        return "lstm"
+    if isinstance(module, nn.GRU):
+        return "gru"
+    return "rnn_relu" if module.nonlinearity == "relu" else "rnn_tanh"
+
+
+def _same_layer_shape(modules: Sequence[nn.RNNBase]) -> bool:
+    first = modules[0]
+    return all(
+        _kind(m) == _kind(first)
+        and m.input_size == first.input_size
+        and m.hidden_size == first.hidden_size
+        and m.bias == first.bias
+        for m in modules
+    )
 
 
 def _time_major_as(inputs: Tensor, dtype: torch.dtype) -> Tensor:
@@ -160,115 +194,103 @@ def _time_major_as(inputs: Tensor, dtype: torch.dtype) -> Tensor:
     )
 
 
+def _summed_bias(b_ih: Tensor | None, b_hh: Tensor | None, width: int) -> Tensor:
+    if b_ih is None or b_hh is None:
+        return torch.zeros(width, dtype=torch.float32)
+    return (b_ih.detach() + b_hh.detach()).float().contiguous()
+
+
+def _gru_biases(b_ih: Tensor | None, b_hh: Tensor | None, hidden: int) -> tuple[Tensor, Tensor]:
+    """``(b_ih + (b_hr, b_hz, 0), b_hn)``: b_hr and b_hz add to the input projection, b_hn sits
+    inside ``r * (h W_hn^T + b_hn)``."""
+    if b_ih is None or b_hh is None:
+        return torch.zeros(3 * hidden), torch.zeros(hidden)
+    bias = b_ih.detach().float().clone()
+    bias[: 2 * hidden] += b_hh.detach()[: 2 * hidden]
+    return bias, b_hh.detach()[2 * hidden :].float().contiguous()
+
+
 class _Recurrence(torch.autograd.Function):
-    """What the three cells share: inputs, projection, and the gradients outside the time loop."""
+    """``count`` layers of one cell over as many inputs, all time loops in one C++ call.
+
+    Arguments after ``(kind, dtype, count)``: the ``count`` inputs, then per layer ``W_ih, W_hh,
+    b_ih, b_hh`` (biases may be None). The input projection of all steps, the input gradient and
+    both weight gradients are single large products here; the C++ loop does the steps.
+    """
 
     @staticmethod
-    def begin(ctx, x: Tensor, w_ih: Tensor, w_hh: Tensor, dtype: torch.dtype):  # type: ignore[no-untyped-def]
-        """(time-major inputs, their projection ``x W_ih^T``, ``W_hh``), all in the product dtype."""
-        ctx.input_dtype = x.dtype
-        x_tm = _time_major_as(x, dtype)
-        w_ih_low = w_ih.detach().to(dtype)
-        w_hh_low = w_hh.detach().to(dtype)
-        ctx.save_for_backward(w_ih_low, w_hh_low)
-        return x_tm, torch.matmul(x_tm, w_ih_low.t()), w_hh_low
+    def forward(ctx, kind, dtype, count, *args):  # type: ignore[override]
+        inputs, parameters = args[:count], args[count:]
+        layers = [parameters[4 * i : 4 * i + 4] for i in range(count)]
+        ctx.kind, ctx.count, ctx.input_dtype = kind, count, inputs[0].dtype
+        x_tm = [_time_major_as(x, dtype) for x in inputs]
+        w_ih_low = [w_ih.detach().to(dtype) for w_ih, _, _, _ in layers]
+        w_hh_low = [w_hh.detach().to(dtype) for _, w_hh, _, _ in layers]
+        projections = [torch.matmul(x, w.t()) for x, w in zip(x_tm, w_ih_low, strict=True)]
+        w_hh_t = [w.t().contiguous() for w in w_hh_low]
+        ext = extension()
+        hidden = w_hh_low[0].size(1)
+        if kind == "lstm":
+            biases = [_summed_bias(b_ih, b_hh, 4 * hidden) for _, _, b_ih, b_hh in layers]
+            results = ext.lstm_forward(projections, biases, w_hh_t)  # gates, h, c, h_low
+            states = [h for _, h, _, _ in results]
+        elif kind == "gru":
+            pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+            results = ext.gru_forward(projections, [b for b, _ in pairs], [n for _, n in pairs], w_hh_t)
+            states = [h for _, h, _, _ in results]  # gates, h, hn, h_low
+        else:
+            biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+            results = ext.rnn_forward(projections, biases, w_hh_t, kind == "rnn_relu")  # h, h_low
+            states = [h for h, _ in results]
+        ctx.save_for_backward(*w_ih_low, *w_hh_low)
+        ctx.buffers = (x_tm, results)
+        return tuple(batch_major(h[1:]) for h in states)
 
     @staticmethod
-    def input_side_grads(ctx, d_input: Tensor, x_tm: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[no-untyped-def]
-        """Gradients of the inputs and of ``W_ih`` from those of ``x W_ih^T`` (all steps at once)."""
-        w_ih_low, _ = ctx.saved_tensors
-        steps, batch, width = d_input.shape
-        flat = d_input.view(steps * batch, width)
-        grad_x = grad_w_ih = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (flat @ w_ih_low).view(steps, batch, -1).transpose(0, 1).to(ctx.input_dtype)
-        if ctx.needs_input_grad[1]:
-            grad_w_ih = (flat.t() @ x_tm.view(steps * batch, -1)).float()
-        return grad_x, grad_w_ih
-
-    @staticmethod
-    def hidden_weight_grad(ctx, d_hidden: Tensor, states_low: Tensor) -> Tensor | None:  # type: ignore[no-untyped-def]
-        """``dW_hh = sum_t d_t^T h_{t-1}`` as one product over all steps."""
-        if not ctx.needs_input_grad[2]:
-            return None
-        hidden = states_low.size(-1)
-        flat = d_hidden.view(-1, d_hidden.size(-1))
-        return (flat.t() @ states_low[:-1].reshape(-1, hidden)).float()
-
-    @staticmethod
-    def bias(b_ih: Tensor | None, b_hh: Tensor | None, width: int, like: Tensor) -> Tensor:
-        if b_ih is None:
-            return torch.zeros(width, dtype=torch.float32, device=like.device)
-        return (b_ih.detach() + b_hh.detach()).float().contiguous()
-
-    @staticmethod
-    def bias_grads(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[no-untyped-def]
-        return (grad if ctx.needs_input_grad[3] else None, grad if ctx.needs_input_grad[4] else None)
-
-
-class _LSTM(_Recurrence):
-    @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, dtype):  # type: ignore[override]
-        x_tm, proj, w_hh_low = _Recurrence.begin(ctx, x, w_ih, w_hh, dtype)
-        bias = _Recurrence.bias(b_ih, b_hh, proj.size(2), x)
-        gates, h, c, h_low = extension().lstm_forward(proj, bias, w_hh_low.t().contiguous())
-        ctx.buffers = (x_tm, gates, c, h_low)
-        return batch_major(h[1:])
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        x_tm, gates, c, h_low = ctx.buffers
-        _, w_hh_low = ctx.saved_tensors
-        dpre, bias_grad = extension().lstm_backward(time_major(grad_out.float()), gates, c, w_hh_low)
-        grad_x, grad_w_ih = _Recurrence.input_side_grads(ctx, dpre, x_tm)
-        grad_w_hh = _Recurrence.hidden_weight_grad(ctx, dpre, h_low)
-        return grad_x, grad_w_ih, grad_w_hh, *_Recurrence.bias_grads(ctx, bias_grad), None
-
-
-class _GRU(_Recurrence):
-    @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, dtype):  # type: ignore[override]
-        x_tm, proj, w_hh_low = _Recurrence.begin(ctx, x, w_ih, w_hh, dtype)
-        hidden = w_hh.size(1)
-        if b_ih is None:
-            bias, b_hn = torch.zeros(3 * hidden), torch.zeros(hidden)
-        else:  # b_hr and b_hz add to the input projection; b_hn sits inside r * (...)
-            bias = b_ih.detach().float().clone()
-            bias[: 2 * hidden] += b_hh.detach()[: 2 * hidden]
-            b_hn = b_hh.detach()[2 * hidden :].float().contiguous()
-        gates, h, hn, h_low = extension().gru_forward(proj, bias, b_hn, w_hh_low.t().contiguous())
-        ctx.buffers = (x_tm, gates, h, hn, h_low)
-        return batch_major(h[1:])
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        x_tm, gates, h, hn, h_low = ctx.buffers
-        _, w_hh_low = ctx.saved_tensors
-        d_hidden, d_input, b_hh_grad, b_ih_grad = extension().gru_backward(
-            time_major(grad_out.float()), gates, hn, h, w_hh_low
-        )
-        grad_x, grad_w_ih = _Recurrence.input_side_grads(ctx, d_input, x_tm)
-        grad_w_hh = _Recurrence.hidden_weight_grad(ctx, d_hidden, h_low)
-        grad_b_ih = b_ih_grad if ctx.needs_input_grad[3] else None
-        grad_b_hh = b_hh_grad if ctx.needs_input_grad[4] else None
-        return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None
-
-
-class _RNN(_Recurrence):
-    @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, dtype, relu):  # type: ignore[override]
-        x_tm, proj, w_hh_low = _Recurrence.begin(ctx, x, w_ih, w_hh, dtype)
-        bias = _Recurrence.bias(b_ih, b_hh, proj.size(2), x)
-        h, h_low = extension().rnn_forward(proj, bias, w_hh_low.t().contiguous(), relu)
-        ctx.buffers = (x_tm, h, h_low)
-        ctx.relu = relu
-        return batch_major(h[1:])
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        x_tm, h, h_low = ctx.buffers
-        _, w_hh_low = ctx.saved_tensors
-        dpre, bias_grad = extension().rnn_backward(time_major(grad_out.float()), h, w_hh_low, ctx.relu)
-        grad_x, grad_w_ih = _Recurrence.input_side_grads(ctx, dpre, x_tm)
-        grad_w_hh = _Recurrence.hidden_weight_grad(ctx, dpre, h_low)
-        return grad_x, grad_w_ih, grad_w_hh, *_Recurrence.bias_grads(ctx, bias_grad), None, None
+    def backward(ctx, *grad_outputs):  # type: ignore[override]
+        count, kind = ctx.count, ctx.kind
+        x_tm, results = ctx.buffers
+        w_ih_low, w_hh_low = ctx.saved_tensors[:count], ctx.saved_tensors[count:]
+        grads = [time_major(g.float()) for g in grad_outputs]
+        ext = extension()
+        if kind == "lstm":
+            back = ext.lstm_backward(grads, [r[0] for r in results], [r[2] for r in results], list(w_hh_low))
+            per_layer = [(dpre, dpre, bias, bias) for dpre, bias in back]
+            h_low = [r[3] for r in results]
+        elif kind == "gru":
+            back = ext.gru_backward(
+                grads,
+                [r[0] for r in results],
+                [r[2] for r in results],
+                [r[1] for r in results],
+                list(w_hh_low),
+            )
+            per_layer = [(d_hidden, d_input, b_ih, b_hh) for d_hidden, d_input, b_hh, b_ih in back]
+            h_low = [r[3] for r in results]
+        else:
+            back = ext.rnn_backward(grads, [r[0] for r in results], list(w_hh_low), kind == "rnn_relu")
+            per_layer = [(dpre, dpre, bias, bias) for dpre, bias in back]
+            h_low = [r[1] for r in results]
+        needs = ctx.needs_input_grad
+        grad_inputs: list[Tensor | None] = []
+        grad_parameters: list[Tensor | None] = []
+        for i, (d_hidden, d_input, b_ih_grad, b_hh_grad) in enumerate(per_layer):
+            at = 3 + count + 4 * i  # position of this layer's W_ih among forward's arguments
+            steps, batch, width = d_input.shape
+            flat = d_input.view(steps * batch, width)
+            grad_x = grad_w_ih = grad_w_hh = None
+            if needs[3 + i]:
+                grad_x = (flat @ w_ih_low[i]).view(steps, batch, -1).transpose(0, 1).to(ctx.input_dtype)
+            if needs[at]:
+                grad_w_ih = (flat.t() @ x_tm[i].view(steps * batch, -1)).float()
+            if needs[at + 1]:  # dW_hh = sum_t d_t^T h_{t-1}, one product over all steps
+                hidden = h_low[i].size(-1)
+                grad_w_hh = (d_hidden.view(-1, width).t() @ h_low[i][:-1].reshape(-1, hidden)).float()
+            grad_inputs.append(grad_x)
+            grad_parameters += [
+                grad_w_ih,
+                grad_w_hh,
+                b_ih_grad if needs[at + 2] else None,
+                b_hh_grad if needs[at + 3] else None,
+            ]
+        return None, None, None, *grad_inputs, *grad_parameters

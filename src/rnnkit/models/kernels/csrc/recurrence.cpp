@@ -9,17 +9,33 @@
 // (adding biases, converting dtypes, summing bias gradients): on a small CPU such sweeps cost about
 // as much as the arithmetic.
 //
+// Threads: the rows of a batch never interact, so each thread runs the whole time loop for its own
+// block of rows (and, for a bidirectional layer, its own direction), with single-threaded step
+// products. Threads meet once per call instead of at every step: a small product split over
+// threads costs more in synchronisation than it saves, and on a busy machine every meeting waits
+// for the slowest thread. The element-wise pass is parallel the same way.
+//
+// Every entry point takes lists, one entry per direction, all with the same batch size.
+//
 // Layout: time-major and contiguous; states are (T + 1, B, H) with row 0 the zero initial state.
 // `Low` is the dtype of the matrix products: float, or at::BFloat16 for mixed precision (on CPUs
 // with native bfloat16 those products are several times faster). Gates, states, the cell and the
 // returned bias gradients are always float32; the left operands of the products (and of the weight
 // gradients computed in Python) are kept in `Low`.
 
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
+
+// torch's OpenMP runtime, if torch uses one (weak: absent, the pointers are null).
+extern "C" {
+__attribute__((weak)) void omp_set_num_threads(int);
+__attribute__((weak)) int omp_get_max_threads();
+}
 
 namespace {
 
@@ -30,7 +46,28 @@ at::Tensor states(int64_t steps, int64_t batch, int64_t hidden, const at::Tensor
   return tensor;
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+// tanh as Eigen computes it for float (generic_fast_tanh_float): a 13/6 rational function on
+// [-7.9, 7.9], exact to a few ulp, and only multiply-adds and one division, so a loop of it
+// vectorises to a few dozen instructions per 16 floats (glibc's vectorised tanhf and expf cost
+// several times more, and they were most of the element-wise pass).
+inline float tanh_(float x) {
+  const float clamped = std::min(std::max(x, -7.90531110763549805f), 7.90531110763549805f);
+  const float x2 = clamped * clamped;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  // Below 4e-4 the rational form loses relative precision; tanh(x) = x there to float precision.
+  return std::abs(x) < 0.0004f ? x : clamped * p / q;
+}
+inline float sigmoid(float x) { return 0.5f + 0.5f * tanh_(0.5f * x); }
 inline float to_float(float x) { return x; }
 inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
 template <typename Low>
@@ -48,48 +85,91 @@ void check(const at::Tensor& tensor, at::ScalarType dtype, at::IntArrayRef shape
   TORCH_CHECK(tensor.sizes() == shape, name, " must have shape ", shape, ", got ", tensor.sizes());
 }
 
-// One step's recurrent product: out = lhs @ rhs, all in `Low`; `rhs` is (K, N). The struct owns a
-// reference to `rhs` (a tensor handle, not a C++ reference), so it can never outlive its operand.
+// One step's recurrent product for rows [first, last): out = lhs[first:last] @ rhs, all in `Low`;
+// `rhs` is (K, N). The struct owns a reference to `rhs` (a tensor handle, not a C++ reference), so
+// it can never outlive its operand. Called inside a parallel region, the product runs on this
+// thread alone.
 template <typename Low>
 struct StepProduct {
   at::Tensor rhs;
   at::Tensor out;
-  StepProduct(at::Tensor rhs_, int64_t batch)
-      : rhs(std::move(rhs_)), out(at::empty({batch, rhs.size(1)}, rhs.options())) {}
+  int64_t first, rows;
+  StepProduct(at::Tensor rhs_, int64_t first_, int64_t last)
+      : rhs(std::move(rhs_)), out(at::empty({last - first_, rhs.size(1)}, rhs.options())), first(first_),
+        rows(last - first_) {}
   const Low* run(const at::Tensor& lhs) {
-    at::mm_out(out, lhs, rhs);
+    at::mm_out(out, lhs.narrow(0, first, rows), rhs);
     return out.data_ptr<Low>();
+  }
+};
+
+// Nested OpenMP regions are enabled in torch's runtime (unlimited active levels), so a product called
+// inside a task would fork a team of its own on top of the tasks' threads: on 2 cores that made the
+// loop 5-10x slower than on one thread. While this guard lives, this thread's regions use 1 thread.
+struct OneThreadInside {
+  int saved = 0;
+  OneThreadInside() {
+    if (omp_set_num_threads != nullptr && omp_get_max_threads != nullptr) {
+      saved = omp_get_max_threads();
+      omp_set_num_threads(1);
+    }
+  }
+  ~OneThreadInside() {
+    if (saved > 0) omp_set_num_threads(saved);
+  }
+  OneThreadInside(const OneThreadInside&) = delete;
+  OneThreadInside& operator=(const OneThreadInside&) = delete;
+};
+
+// The split of `directions` x `batch` rows into independent tasks: `blocks` row blocks per direction.
+struct Blocks {
+  static constexpr int64_t kMinRows = 8;  // fewer rows per product cost more in calls than they save
+  int64_t directions, batch, blocks;
+  Blocks(int64_t directions_, int64_t batch_) : directions(directions_), batch(batch_) {
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    const int64_t wanted = (threads + directions - 1) / directions;
+    blocks = std::max<int64_t>(1, std::min(wanted, batch / kMinRows));
+  }
+  // Runs fn(direction, block, first_row, last_row) for every task, each on one thread.
+  template <typename Fn>
+  void run(Fn&& fn) const {
+    at::parallel_for(0, directions * blocks, 1, [&](int64_t begin, int64_t end) {
+      const OneThreadInside one_thread;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t d = task / blocks, block = task % blocks;
+        fn(d, block, batch * block / blocks, batch * (block + 1) / blocks);
+      }
+    });
   }
 };
 
 // ----------------------------------------------------------------------------------------- LSTM
 
 // proj: x W_ih^T (T, B, 4H) in Low; bias: b_ih + b_hh (4H) float; w_hh_t: W_hh^T (H, 4H) in Low.
-// Returns the activated gates i, f, g, o (T, B, 4H), h (T+1, B, H), c (T+1, B, H), all float, and
-// h in Low (T+1, B, H).
+// Fills the activated gates i, f, g, o (T, B, 4H), h (T+1, B, H), c (T+1, B, H), all float, and h in
+// Low (T+1, B, H), for rows [first, last).
+struct LstmForward {
+  at::Tensor proj, bias, w_hh_t, gates, h, c, h_low;
+};
+
 template <typename Low>
-std::vector<at::Tensor> lstm_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t) {
-  const int64_t T = proj.size(0), B = proj.size(1), H = proj.size(2) / 4;
-  auto f32 = proj.options().dtype(at::kFloat);
-  auto gates = at::empty({T, B, 4 * H}, f32);
-  auto h = states(T, B, H, f32);
-  auto c = states(T, B, H, f32);
-  auto h_low = states(T, B, H, proj.options());
-  StepProduct<Low> product(w_hh_t, B);
-  const Low* P = proj.data_ptr<Low>();
-  const float* bias_ = bias.data_ptr<float>();
-  float* G = gates.data_ptr<float>();
-  float* Hs = h.data_ptr<float>();
-  float* Cs = c.data_ptr<float>();
-  Low* HL = h_low.data_ptr<Low>();
+void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
+  const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2) / 4;
+  StepProduct<Low> product(io.w_hh_t, first, last);
+  const Low* P = io.proj.data_ptr<Low>();
+  const float* bias_ = io.bias.data_ptr<float>();
+  float* G = io.gates.data_ptr<float>();
+  float* Hs = io.h.data_ptr<float>();
+  float* Cs = io.c.data_ptr<float>();
+  Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const Low* rec = t > 0 ? product.run(h_low[t]) : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
+    const Low* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * 4 * H;
       float* g = G + row * 4 * H;
       if (rec != nullptr) {
-        const Low* r = rec + b * 4 * H;
+        const Low* r = rec + (b - first) * 4 * H;
 #pragma omp simd
         for (int64_t j = 0; j < 4 * H; ++j) g[j] = to_float(p[j]) + bias_[j] + to_float(r[j]);
       } else {
@@ -103,47 +183,47 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& proj, const at::Tensor& b
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float i = sigmoid(g[j]), f = sigmoid(g[H + j]);
-        const float n = std::tanh(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
+        const float n = tanh_(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
         g[j] = i;
         g[H + j] = f;
         g[2 * H + j] = n;
         g[3 * H + j] = o;
         const float cell = f * c_prev[j] + i * n;
         c_next[j] = cell;
-        h_next[j] = o * std::tanh(cell);
+        h_next[j] = o * tanh_(cell);
         h_next_low[j] = from_float<Low>(h_next[j]);
       }
     }
   }
-  return {gates, h, c, h_low};
 }
 
-// grad_out: (T, B, H) float; w_hh: (4H, H) in Low. Returns the gradients w.r.t. the gate
-// pre-activations (T, B, 4H) in Low and their sum over steps and batch (4H) float, the bias gradient.
+// grad_out: (T, B, H) float; w_hh: (4H, H) in Low. Fills, for rows [first, last), the gradients
+// w.r.t. the gate pre-activations dpre (T, B, 4H) in Low and adds their sum over those rows and all
+// steps to bias_grad (4H) float: this block's share of the bias gradient.
+struct LstmBackward {
+  at::Tensor grad_out, gates, c, w_hh, dpre, bias_grads;  // bias_grads: (blocks, 4H), one row per block
+};
+
 template <typename Low>
-std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& c,
-                                      const at::Tensor& w_hh) {
-  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4;
-  auto f32 = gates.options();
-  auto dpre = at::empty({T, B, 4 * H}, w_hh.options());
-  auto bias_grad = at::zeros({4 * H}, f32);
-  auto dh = at::empty({H}, f32);
-  auto dc_carry = at::zeros({B, H}, f32);  // dc of step t+1 times f of step t+1
-  StepProduct<Low> product(w_hh, B);
-  const float* GO = grad_out.data_ptr<float>();
-  const float* G = gates.data_ptr<float>();
-  const float* Cs = c.data_ptr<float>();
-  Low* D = dpre.data_ptr<Low>();
-  float* DB = bias_grad.data_ptr<float>();
+void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t last) {
+  const int64_t T = io.gates.size(0), B = io.gates.size(1), H = io.gates.size(2) / 4;
+  auto dh = at::empty({H}, io.gates.options());
+  auto dc_carry = at::zeros({last - first, H}, io.gates.options());  // dc of step t+1 times f of step t+1
+  StepProduct<Low> product(io.w_hh, first, last);
+  const float* GO = io.grad_out.data_ptr<float>();
+  const float* G = io.gates.data_ptr<float>();
+  const float* Cs = io.c.data_ptr<float>();
+  Low* D = io.dpre.data_ptr<Low>();
+  float* DB = io.bias_grads[block].data_ptr<float>();
   float* dh_ = dh.data_ptr<float>();
   float* DC = dc_carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const Low* rec = t < T - 1 ? product.run(dpre[t + 1]) : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
+    const Low* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
+    for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const float* go = GO + row * H;
       if (rec != nullptr) {
-        const Low* r = rec + b * H;
+        const Low* r = rec + (b - first) * H;
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dh_[j] = go[j] + to_float(r[j]);
       } else {
@@ -153,11 +233,11 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
       const float* c_prev = Cs + row * H;
       const float* c_next = Cs + (row + B) * H;
       Low* d = D + row * 4 * H;
-      float* dcb = DC + b * H;
+      float* dcb = DC + (b - first) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float i = g[j], f = g[H + j], n = g[2 * H + j], o = g[3 * H + j];
-        const float th = std::tanh(c_next[j]);
+        const float th = tanh_(c_next[j]);
         const float dcell = dcb[j] + dh_[j] * o * (1.0f - th * th);
         const float di = dcell * n * i * (1.0f - i);
         const float df = dcell * c_prev[j] * f * (1.0f - f);
@@ -175,37 +255,35 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
       }
     }
   }
-  return {dpre, bias_grad};
 }
 
 // ------------------------------------------------------------------------------------------ GRU
 
 // proj: x W_ih^T (T, B, 3H) in Low; bias: b_ih + (b_hr, b_hz, 0) (3H) float; b_hn: (H) float;
-// w_hh_t: W_hh^T (H, 3H) in Low (n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). Returns r, z, n
-// (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, and h in Low.
+// w_hh_t: W_hh^T (H, 3H) in Low (n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). Fills r, z, n
+// (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, and h in Low, for rows
+// [first, last).
+struct GruForward {
+  at::Tensor proj, bias, b_hn, w_hh_t, gates, h, hn, h_low;
+};
+
 template <typename Low>
-std::vector<at::Tensor> gru_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& b_hn,
-                                    const at::Tensor& w_hh_t) {
-  const int64_t T = proj.size(0), B = proj.size(1), H = proj.size(2) / 3;
-  auto f32 = proj.options().dtype(at::kFloat);
-  auto gates = at::empty({T, B, 3 * H}, f32);
-  auto h = states(T, B, H, f32);
-  auto hn = at::empty({T, B, H}, f32);
-  auto h_low = states(T, B, H, proj.options());
-  StepProduct<Low> product(w_hh_t, B);
-  const Low* P = proj.data_ptr<Low>();
-  const float* bias_ = bias.data_ptr<float>();
-  const float* BN = b_hn.data_ptr<float>();
-  float* G = gates.data_ptr<float>();
-  float* Hs = h.data_ptr<float>();
-  float* HN = hn.data_ptr<float>();
-  Low* HL = h_low.data_ptr<Low>();
+void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
+  const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2) / 3;
+  StepProduct<Low> product(io.w_hh_t, first, last);
+  const Low* P = io.proj.data_ptr<Low>();
+  const float* bias_ = io.bias.data_ptr<float>();
+  const float* BN = io.b_hn.data_ptr<float>();
+  float* G = io.gates.data_ptr<float>();
+  float* Hs = io.h.data_ptr<float>();
+  float* HN = io.hn.data_ptr<float>();
+  Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const Low* rec = t > 0 ? product.run(h_low[t]) : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
+    const Low* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * 3 * H;
-      const Low* r = rec != nullptr ? rec + b * 3 * H : nullptr;
+      const Low* r = rec != nullptr ? rec + (b - first) * 3 * H : nullptr;
       float* g = G + row * 3 * H;
       const float* h_prev = Hs + row * H;
       float* h_next = Hs + (row + B) * H;
@@ -219,7 +297,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& proj, const at::Tensor& bi
         const float reset = sigmoid(to_float(p[j]) + bias_[j] + rec_r);
         const float update = sigmoid(to_float(p[H + j]) + bias_[H + j] + rec_z);
         const float hidden_n = rec_n + BN[j];
-        const float n = std::tanh(to_float(p[2 * H + j]) + bias_[2 * H + j] + reset * hidden_n);
+        const float n = tanh_(to_float(p[2 * H + j]) + bias_[2 * H + j] + reset * hidden_n);
         g[j] = reset;
         g[H + j] = update;
         g[2 * H + j] = n;
@@ -229,43 +307,41 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& proj, const at::Tensor& bi
       }
     }
   }
-  return {gates, h, hn, h_low};
 }
 
-// Returns, in Low, the gradients w.r.t. h W_hh^T + b_hh and w.r.t. x W_ih^T + b_ih (T, B, 3H), and
-// their float sums over steps and batch (3H each): the gradients of b_hh and b_ih.
+// Fills, in Low and for rows [first, last), the gradients w.r.t. h W_hh^T + b_hh (d_hidden) and
+// w.r.t. x W_ih^T + b_ih (d_input) (T, B, 3H), and adds their float sums over those rows and all
+// steps to this block's rows of b_hh_grads and b_ih_grads ((blocks, 3H) each).
+struct GruBackward {
+  at::Tensor grad_out, gates, hn, h, w_hh, d_hidden, d_input, b_hh_grads, b_ih_grads;
+};
+
 template <typename Low>
-std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& hn,
-                                     const at::Tensor& h, const at::Tensor& w_hh) {
-  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
-  auto f32 = gates.options();
-  auto d_hidden = at::empty({T, B, 3 * H}, w_hh.options());
-  auto d_input = at::empty({T, B, 3 * H}, w_hh.options());
-  auto b_hh_grad = at::zeros({3 * H}, f32);
-  auto b_ih_grad = at::zeros({3 * H}, f32);
-  auto carry = at::zeros({B, H}, f32);  // dh of step t+1 times z of step t+1
-  StepProduct<Low> product(w_hh, B);
-  const float* GO = grad_out.data_ptr<float>();
-  const float* G = gates.data_ptr<float>();
-  const float* HN = hn.data_ptr<float>();
-  const float* Hs = h.data_ptr<float>();
-  Low* DH = d_hidden.data_ptr<Low>();
-  Low* DI = d_input.data_ptr<Low>();
-  float* BH = b_hh_grad.data_ptr<float>();
-  float* BI = b_ih_grad.data_ptr<float>();
+void gru_backward_rows(GruBackward& io, int64_t block, int64_t first, int64_t last) {
+  const int64_t T = io.gates.size(0), B = io.gates.size(1), H = io.gates.size(2) / 3;
+  auto carry = at::zeros({last - first, H}, io.gates.options());  // dh of step t+1 times z of step t+1
+  StepProduct<Low> product(io.w_hh, first, last);
+  const float* GO = io.grad_out.data_ptr<float>();
+  const float* G = io.gates.data_ptr<float>();
+  const float* HN = io.hn.data_ptr<float>();
+  const float* Hs = io.h.data_ptr<float>();
+  Low* DH = io.d_hidden.data_ptr<Low>();
+  Low* DI = io.d_input.data_ptr<Low>();
+  float* BH = io.b_hh_grads[block].data_ptr<float>();
+  float* BI = io.b_ih_grads[block].data_ptr<float>();
   float* CA = carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const Low* rec = t < T - 1 ? product.run(d_hidden[t + 1]) : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
+    const Low* rec = t < T - 1 ? product.run(io.d_hidden[t + 1]) : nullptr;
+    for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const float* go = GO + row * H;
-      const Low* r = rec != nullptr ? rec + b * H : nullptr;
+      const Low* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       const float* g = G + row * 3 * H;
       const float* hn_t = HN + row * H;
       const float* h_prev = Hs + row * H;
       Low* dh_row = DH + row * 3 * H;
       Low* di_row = DI + row * 3 * H;
-      float* cb = CA + b * H;
+      float* cb = CA + (b - first) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float dh = go[j] + cb[j] + (r != nullptr ? to_float(r[j]) : 0.0f);
@@ -274,8 +350,11 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
         const float dr = dn * hn_t[j] * reset * (1.0f - reset);
         const float dz = dh * (h_prev[j] - n) * update * (1.0f - update);
         const float dhn = dn * reset;
-        dh_row[j] = di_row[j] = from_float<Low>(dr);
-        dh_row[H + j] = di_row[H + j] = from_float<Low>(dz);
+        // Separate stores: a chained `a = b = low` copies a bfloat16 object, which gcc cannot vectorise.
+        dh_row[j] = from_float<Low>(dr);
+        di_row[j] = from_float<Low>(dr);
+        dh_row[H + j] = from_float<Low>(dz);
+        di_row[H + j] = from_float<Low>(dz);
         dh_row[2 * H + j] = from_float<Low>(dhn);
         di_row[2 * H + j] = from_float<Low>(dn);
         BH[j] += dr;
@@ -286,63 +365,71 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
       }
     }
   }
-  // b_ih's r and z gradients are b_hh's: both are added to the same pre-activations.
-  b_ih_grad.narrow(0, 0, 2 * H).copy_(b_hh_grad.narrow(0, 0, 2 * H));
-  return {d_hidden, d_input, b_hh_grad, b_ih_grad};
 }
 
 // ------------------------------------------------------------------------------------ Elman RNN
 
 // proj: x W_ih^T (T, B, H) in Low; bias: b_ih + b_hh (H) float; w_hh_t: W_hh^T (H, H) in Low.
-// Returns h (T+1, B, H) float and in Low.
+// Fills h (T+1, B, H) float and in Low for rows [first, last).
+struct RnnForward {
+  at::Tensor proj, bias, w_hh_t, h, h_low;
+  bool relu;
+};
+
 template <typename Low>
-std::vector<at::Tensor> rnn_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t,
-                                    bool relu) {
-  const int64_t T = proj.size(0), B = proj.size(1), H = proj.size(2);
-  auto h = states(T, B, H, proj.options().dtype(at::kFloat));
-  auto h_low = states(T, B, H, proj.options());
-  StepProduct<Low> product(w_hh_t, B);
-  const Low* P = proj.data_ptr<Low>();
-  const float* bias_ = bias.data_ptr<float>();
-  float* Hs = h.data_ptr<float>();
-  Low* HL = h_low.data_ptr<Low>();
+void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
+  const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2);
+  const bool relu = io.relu;
+  StepProduct<Low> product(io.w_hh_t, first, last);
+  const Low* P = io.proj.data_ptr<Low>();
+  const float* bias_ = io.bias.data_ptr<float>();
+  float* Hs = io.h.data_ptr<float>();
+  Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const Low* rec = t > 0 ? product.run(h_low[t]) : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
+    const Low* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * H;
-      const Low* r = rec != nullptr ? rec + b * H : nullptr;
+      const Low* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       float* s = Hs + (row + B) * H;
       Low* s_low = HL + (row + B) * H;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const float pre = to_float(p[j]) + bias_[j] + (r != nullptr ? to_float(r[j]) : 0.0f);
-        s[j] = relu ? (pre > 0.0f ? pre : 0.0f) : std::tanh(pre);
-        s_low[j] = from_float<Low>(s[j]);
+      for (int64_t j = 0; j < H; ++j) s[j] = to_float(p[j]) + bias_[j] + (r != nullptr ? to_float(r[j]) : 0.0f);
+      if (relu) {  // two loops: a branch inside one keeps gcc from vectorising it
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) s[j] = s[j] > 0.0f ? s[j] : 0.0f;
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) s[j] = tanh_(s[j]);
       }
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) s_low[j] = from_float<Low>(s[j]);
     }
   }
-  return {h, h_low};
 }
 
-// Returns the gradients w.r.t. the pre-activations (T, B, H) in Low and their float sum (H).
+// Fills the gradients w.r.t. the pre-activations dpre (T, B, H) in Low for rows [first, last) and
+// adds their float sum to this block's row of bias_grads (blocks, H).
+struct RnnBackward {
+  at::Tensor grad_out, h, w_hh, dpre, bias_grads;
+  bool relu;
+};
+
 template <typename Low>
-std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w_hh,
-                                     bool relu) {
-  const int64_t T = h.size(0) - 1, B = h.size(1), H = h.size(2);
-  auto dpre = at::empty({T, B, H}, w_hh.options());
-  auto bias_grad = at::zeros({H}, h.options());
-  StepProduct<Low> product(w_hh, B);
-  const float* GO = grad_out.data_ptr<float>();
-  const float* Hs = h.data_ptr<float>();
-  Low* D = dpre.data_ptr<Low>();
-  float* DB = bias_grad.data_ptr<float>();
+void rnn_backward_rows(RnnBackward& io, int64_t block, int64_t first, int64_t last) {
+  const int64_t T = io.h.size(0) - 1, B = io.h.size(1), H = io.h.size(2);
+  const bool relu = io.relu;
+  StepProduct<Low> product(io.w_hh, first, last);
+  const float* GO = io.grad_out.data_ptr<float>();
+  const float* Hs = io.h.data_ptr<float>();
+  Low* D = io.dpre.data_ptr<Low>();
+  float* DB = io.bias_grads[block].data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const Low* rec = t < T - 1 ? product.run(dpre[t + 1]) : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
+    const Low* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
+    for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const float* go = GO + row * H;
-      const Low* r = rec != nullptr ? rec + b * H : nullptr;
+      const Low* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       const float* s = Hs + (row + B) * H;
       Low* d = D + row * H;
 #pragma omp simd
@@ -355,7 +442,6 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
       }
     }
   }
-  return {dpre, bias_grad};
 }
 
 // ------------------------------------------------------------------------------------ dispatch
@@ -402,41 +488,173 @@ void check_kept(const at::Tensor& kept, const std::vector<int64_t>& grad_shape, 
   check(kept, at::kFloat, {grad_shape[0] + extra, grad_shape[1], width * grad_shape[2]}, name);
 }
 
+// The directions of one call: as many entries in every list, one shape and product dtype for all
+// (the row blocks and the templated loop are shared). Returns the number of directions.
+size_t check_directions(const std::vector<std::vector<at::Tensor>>& lists) {
+  const size_t count = lists.front().size();
+  TORCH_CHECK(count > 0, "at least one direction");
+  for (const auto& list : lists) TORCH_CHECK(list.size() == count, "every argument needs one entry per direction");
+  for (const auto& list : lists)
+    for (const auto& tensor : list) {
+      TORCH_CHECK(tensor.sizes() == list.front().sizes(), "all directions must have the same shapes");
+      TORCH_CHECK(tensor.scalar_type() == list.front().scalar_type(), "all directions must have the same dtype");
+    }
+  return count;
+}
+
+using Lists = std::vector<std::vector<at::Tensor>>;
+
+Lists lstm_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                   const std::vector<at::Tensor>& w_hh_ts) {
+  const size_t count = check_directions({projs, biases, w_hh_ts});
+  std::vector<LstmForward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 4);
+    const int64_t T = projs[d].size(0), B = projs[d].size(1);
+    auto f32 = projs[d].options().dtype(at::kFloat);
+    io.push_back({projs[d], biases[d], w_hh_ts[d], at::empty({T, B, 4 * H}, f32), states(T, B, H, f32),
+                  states(T, B, H, f32), states(T, B, H, projs[d].options())});
+  }
+  by_product_dtype(projs[0], [&](auto low) {
+    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+      lstm_forward_rows<decltype(low)>(io[d], first, last);
+    });
+  });
+  Lists out;
+  for (auto& d : io) out.push_back({d.gates, d.h, d.c, d.h_low});
+  return out;
+}
+
+// Returns, per direction, dpre (T, B, 4H) in Low and the bias gradient (4H) float.
+Lists lstm_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<at::Tensor>& gates,
+                    const std::vector<at::Tensor>& cs, const std::vector<at::Tensor>& w_hhs) {
+  const size_t count = check_directions({grad_outs, gates, cs, w_hhs});
+  const Blocks blocks(count, grad_outs[0].size(1));
+  std::vector<LstmBackward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const auto shape = check_backward(grad_outs[d], w_hhs[d], 4);
+    check_kept(gates[d], shape, 0, 4, "the activated gates");
+    check_kept(cs[d], shape, 1, 1, "the cell states");
+    io.push_back({grad_outs[d], gates[d], cs[d], w_hhs[d], at::empty({shape[0], shape[1], 4 * shape[2]}, w_hhs[d].options()),
+                  at::zeros({blocks.blocks, 4 * shape[2]}, gates[d].options())});
+  }
+  by_product_dtype(w_hhs[0], [&](auto low) {
+    blocks.run([&](int64_t d, int64_t block, int64_t first, int64_t last) {
+      lstm_backward_rows<decltype(low)>(io[d], block, first, last);
+    });
+  });
+  Lists out;
+  for (auto& d : io) out.push_back({d.dpre, d.bias_grads.sum(0)});
+  return out;
+}
+
+Lists gru_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                  const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts) {
+  const size_t count = check_directions({projs, biases, b_hns, w_hh_ts});
+  std::vector<GruForward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 3);
+    check(b_hns[d], at::kFloat, {H}, "b_hn");
+    const int64_t T = projs[d].size(0), B = projs[d].size(1);
+    auto f32 = projs[d].options().dtype(at::kFloat);
+    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({T, B, 3 * H}, f32), states(T, B, H, f32),
+                  at::empty({T, B, H}, f32), states(T, B, H, projs[d].options())});
+  }
+  by_product_dtype(projs[0], [&](auto low) {
+    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+      gru_forward_rows<decltype(low)>(io[d], first, last);
+    });
+  });
+  Lists out;
+  for (auto& d : io) out.push_back({d.gates, d.h, d.hn, d.h_low});
+  return out;
+}
+
+// Returns, per direction, d_hidden and d_input (T, B, 3H) in Low and the b_hh and b_ih gradients.
+Lists gru_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<at::Tensor>& gates,
+                   const std::vector<at::Tensor>& hns, const std::vector<at::Tensor>& hs,
+                   const std::vector<at::Tensor>& w_hhs) {
+  const size_t count = check_directions({grad_outs, gates, hns, hs, w_hhs});
+  const Blocks blocks(count, grad_outs[0].size(1));
+  std::vector<GruBackward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const auto shape = check_backward(grad_outs[d], w_hhs[d], 3);
+    check_kept(gates[d], shape, 0, 3, "the activated gates");
+    check_kept(hns[d], shape, 0, 1, "the kept h W_hn + b_hn");
+    check_kept(hs[d], shape, 1, 1, "the hidden states");
+    const int64_t T = shape[0], B = shape[1], H = shape[2];
+    auto low = w_hhs[d].options();
+    auto f32 = gates[d].options();
+    io.push_back({grad_outs[d], gates[d], hns[d], hs[d], w_hhs[d], at::empty({T, B, 3 * H}, low),
+                  at::empty({T, B, 3 * H}, low), at::zeros({blocks.blocks, 3 * H}, f32),
+                  at::zeros({blocks.blocks, 3 * H}, f32)});
+  }
+  by_product_dtype(w_hhs[0], [&](auto low) {
+    blocks.run([&](int64_t d, int64_t block, int64_t first, int64_t last) {
+      gru_backward_rows<decltype(low)>(io[d], block, first, last);
+    });
+  });
+  Lists out;
+  for (auto& d : io) {
+    const int64_t H = d.gates.size(2) / 3;
+    auto b_hh_grad = d.b_hh_grads.sum(0);
+    auto b_ih_grad = d.b_ih_grads.sum(0);
+    // b_ih's r and z gradients are b_hh's: both are added to the same pre-activations.
+    b_ih_grad.narrow(0, 0, 2 * H).copy_(b_hh_grad.narrow(0, 0, 2 * H));
+    out.push_back({d.d_hidden, d.d_input, b_hh_grad, b_ih_grad});
+  }
+  return out;
+}
+
+Lists rnn_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                  const std::vector<at::Tensor>& w_hh_ts, bool relu) {
+  const size_t count = check_directions({projs, biases, w_hh_ts});
+  std::vector<RnnForward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 1);
+    const int64_t T = projs[d].size(0), B = projs[d].size(1);
+    io.push_back({projs[d], biases[d], w_hh_ts[d], states(T, B, H, projs[d].options().dtype(at::kFloat)),
+                  states(T, B, H, projs[d].options()), relu});
+  }
+  by_product_dtype(projs[0], [&](auto low) {
+    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+      rnn_forward_rows<decltype(low)>(io[d], first, last);
+    });
+  });
+  Lists out;
+  for (auto& d : io) out.push_back({d.h, d.h_low});
+  return out;
+}
+
+// Returns, per direction, dpre (T, B, H) in Low and the bias gradient (H) float.
+Lists rnn_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<at::Tensor>& hs,
+                   const std::vector<at::Tensor>& w_hhs, bool relu) {
+  const size_t count = check_directions({grad_outs, hs, w_hhs});
+  const Blocks blocks(count, grad_outs[0].size(1));
+  std::vector<RnnBackward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const auto shape = check_backward(grad_outs[d], w_hhs[d], 1);
+    check_kept(hs[d], shape, 1, 1, "the hidden states");
+    io.push_back({grad_outs[d], hs[d], w_hhs[d], at::empty({shape[0], shape[1], shape[2]}, w_hhs[d].options()),
+                  at::zeros({blocks.blocks, shape[2]}, hs[d].options()), relu});
+  }
+  by_product_dtype(w_hhs[0], [&](auto low) {
+    blocks.run([&](int64_t d, int64_t block, int64_t first, int64_t last) {
+      rnn_backward_rows<decltype(low)>(io[d], block, first, last);
+    });
+  });
+  Lists out;
+  for (auto& d : io) out.push_back({d.dpre, d.bias_grads.sum(0)});
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t) {
-    check_forward(proj, bias, w_hh_t, 4);
-    return by_product_dtype(proj, [&](auto low) { return lstm_forward<decltype(low)>(proj, bias, w_hh_t); });
-  });
-  m.def("lstm_backward", [](const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& c,
-                            const at::Tensor& w_hh) {
-    const auto shape = check_backward(grad_out, w_hh, 4);
-    check_kept(gates, shape, 0, 4, "the activated gates");
-    check_kept(c, shape, 1, 1, "the cell states");
-    return by_product_dtype(w_hh, [&](auto low) { return lstm_backward<decltype(low)>(grad_out, gates, c, w_hh); });
-  });
-  m.def("gru_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& b_hn,
-                          const at::Tensor& w_hh_t) {
-    const int64_t H = check_forward(proj, bias, w_hh_t, 3);
-    check(b_hn, at::kFloat, {H}, "b_hn");
-    return by_product_dtype(proj, [&](auto low) { return gru_forward<decltype(low)>(proj, bias, b_hn, w_hh_t); });
-  });
-  m.def("gru_backward", [](const at::Tensor& grad_out, const at::Tensor& gates, const at::Tensor& hn,
-                           const at::Tensor& h, const at::Tensor& w_hh) {
-    const auto shape = check_backward(grad_out, w_hh, 3);
-    check_kept(gates, shape, 0, 3, "the activated gates");
-    check_kept(hn, shape, 0, 1, "the kept h W_hn + b_hn");
-    check_kept(h, shape, 1, 1, "the hidden states");
-    return by_product_dtype(w_hh, [&](auto low) { return gru_backward<decltype(low)>(grad_out, gates, hn, h, w_hh); });
-  });
-  m.def("rnn_forward", [](const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t, bool relu) {
-    check_forward(proj, bias, w_hh_t, 1);
-    return by_product_dtype(proj, [&](auto low) { return rnn_forward<decltype(low)>(proj, bias, w_hh_t, relu); });
-  });
-  m.def("rnn_backward", [](const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w_hh, bool relu) {
-    const auto shape = check_backward(grad_out, w_hh, 1);
-    check_kept(h, shape, 1, 1, "the hidden states");
-    return by_product_dtype(w_hh, [&](auto low) { return rnn_backward<decltype(low)>(grad_out, h, w_hh, relu); });
-  });
+  m.def("lstm_forward", &lstm_forward);
+  m.def("lstm_backward", &lstm_backward);
+  m.def("gru_forward", &gru_forward);
+  m.def("gru_backward", &gru_backward);
+  m.def("rnn_forward", &rnn_forward);
+  m.def("rnn_backward", &rnn_backward);
 }
