@@ -31,7 +31,7 @@ class TokenEmbedder(nn.Module):
                 f"pretrained embeddings have shape {tuple(pretrained.shape)}; "
                 f"expected (vocab_size, embedding_dim) = ({vocab_size}, {embedding_dim})"
             )
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.embedding = _CpuFastEmbedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
         if pretrained is not None:
             self.embedding.weight.data.copy_(pretrained.detach())
         self.embedding.weight.requires_grad_(not freeze)
@@ -43,10 +43,21 @@ class TokenEmbedder(nn.Module):
 
     def forward(self, token_ids: Tensor) -> Tensor:
         """``(batch, time)`` ids -> ``(batch, time, embedding_dim)`` vectors."""
-        weight = self.embedding.weight
-        if weight.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled():
-            return self.dropout(_CpuEmbedding.apply(token_ids, weight))
         return self.dropout(self.embedding(token_ids))
+
+
+class _CpuFastEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose CPU training pass uses ``_CpuEmbedding``'s faster backward.
+
+    Still the embedding module itself (not a function called beside it), so forward hooks on it
+    - Captum's layer attributions in ``rnnkit explain`` - see its output.
+    """
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        weight = self.weight
+        if weight.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled():
+            return _CpuEmbedding.apply(token_ids, weight)
+        return super().forward(token_ids)
 
 
 class _CpuEmbedding(torch.autograd.Function):
