@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -69,12 +70,23 @@ def test_the_cli_prints_label_and_probability_per_text(run_dir, capsys):
     assert label in LABELS and 0.0 <= float(prob) <= 1.0
 
 
-def test_the_cli_reads_one_document_per_line_and_shows_top_k(run_dir, tmp_path, capsys):
+def test_the_cli_prints_one_numbered_row_per_line_and_shows_top_k(run_dir, tmp_path, capsys):
     file = tmp_path / "docs.txt"
     file.write_text("nasa launch\n\npuck goal\n", encoding="utf-8")
     assert main(["predict", "--run-dir", str(run_dir), "--file", str(file), "--top-k", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(len(line.split("\t")) == 6 for line in lines)
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [row[0] for row in rows] == ["1", "2", "3"] and all(len(row) == 7 for row in rows)
+    assert rows[1][1:] == [""] * 6  # the blank line: a row, no prediction
+    assert rows[2][1] == rnnkit.load(run_dir).predict("puck goal")[0]
+
+
+def test_the_cli_reads_standard_input_with_a_dash(run_dir, monkeypatch, capsys):
+    stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO("nasa launch\npuck goal".encode("utf-16"))))
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["predict", "--run-dir", str(run_dir), "--file", "-"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    expected = rnnkit.load(run_dir).predict(["nasa launch", "puck goal"])
+    assert [row[:2] for row in rows] == [["1", expected[0]], ["2", expected[1]]]
 
 
 def test_the_cli_names_each_file_of_a_folder(run_dir, tmp_path, capsys):
@@ -93,9 +105,10 @@ def test_the_cli_writes_one_row_per_line_with_its_number_to_jsonl(run_dir, tmp_p
     argv = ["predict", "--run-dir", str(run_dir), "--file", str(file), "--output", str(out)]
     assert main([*argv, "--top-k", "2", "--with-text"]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [(row["line"], row["text"]) for row in rows] == [(1, "nasa launch"), (3, "puck goal")]
+    assert [(row["line"], row["text"]) for row in rows] == [(1, "nasa launch"), (2, ""), (3, "puck goal")]
+    assert rows[1]["label"] is None and rows[1]["top_k"] == []
     expected = rnnkit.load(run_dir).predict_top_k(["nasa launch", "puck goal"], 2)
-    assert [[(p["label"], p["probability"]) for p in row["top_k"]] for row in rows] == expected
+    assert [[(p["label"], p["probability"]) for p in row["top_k"]] for row in rows[::2]] == expected
 
 
 def test_the_cli_refuses_an_output_format_it_cannot_write_before_loading_the_model(tmp_path, capsys):

@@ -125,11 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="classify new texts",
         description="Print one line per document: LABEL<TAB>PROBABILITY (the K best pairs with --top-k), "
-        "preceded by the file name when --file is a folder.",
+        "preceded by the line number of --file, or the file name when --file is a folder. A blank "
+        "document keeps its row, with empty label fields.",
     )
     predict.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="documents to classify")
-    predict.add_argument("--file", help="a text file with one document per line, or a folder of documents")
+    predict.add_argument(
+        "--file",
+        help="a text file with one document per line (- reads standard input), or a folder of documents",
+    )
     predict.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most probable classes")
     predict.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     predict.add_argument(
@@ -320,28 +324,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from rnnkit import load
-    from rnnkit.prediction_io import check_output, prediction_rows, read_documents, write_predictions
+    from rnnkit import prediction_io as pio
 
     if args.top_k < 1:
         raise _UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if args.file is not None and args.texts:
         raise _UsageError("give texts to classify or --file FILE, not both")
     if args.file is None and not args.texts:
-        raise _UsageError("give texts to classify, or --file FILE")
+        raise _UsageError("give texts to classify, or --file FILE (- for standard input)")
     if args.with_text and not args.output:
         raise _UsageError("--with-text applies to --output FILE")
     if args.output:
-        check_output(args.output)
-    documents = read_documents(args.texts, args.file)
-    top = load(args.run_dir, device=args.device).predict_top_k(documents.texts, args.top_k)
+        pio.check_output(args.output)
+    documents = pio.read_documents(args.texts, args.file)
+    predictor = load(args.run_dir, device=args.device)
+    k = min(args.top_k, len(predictor.label_names))
+    predicted = pio.predict_documents(documents, lambda texts: predictor.predict_top_k(texts, k))
     if args.output:
-        write_predictions(args.output, prediction_rows(documents, top, args.with_text))
-        logger.info("wrote %d predictions to %s", len(top), args.output)
-        return 0
-    for source, pairs in zip(documents.sources, top, strict=True):
-        columns = [str(source)] if documents.source_name == "file" else []
-        columns += [field for label, prob in pairs for field in (label, f"{prob:.4f}")]
-        print("\t".join(columns))
+        tally = pio.write_predictions(args.output, documents.source_name, predicted, args.with_text, k)
+        logger.info("wrote %d predictions to %s", tally.rows, args.output)
+    else:
+        source_name = None if args.file is None else documents.source_name
+        tally = pio.print_predictions(sys.stdout, source_name, predicted, k)
+    if tally.blank:
+        logger.info("%d blank documents (empty or only spaces) have a row without a prediction", tally.blank)
+    pio.report_reading(documents, args.file)
     return 0
 
 

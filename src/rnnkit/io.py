@@ -7,6 +7,7 @@ same for whole folders (a new run taking the place of an old one).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -15,8 +16,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _default_file_mode() -> int:
@@ -28,15 +30,21 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (tmp file, fsync, rename, fsync of the folder)."""
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary handle whose bytes replace ``path`` atomically when the block ends without error.
+
+    For output written piece by piece (predictions streamed in chunks): a temporary file in the same
+    folder, fsync'ed and renamed over ``path`` at the end; on any error it is removed and ``path``
+    keeps what it had.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), _FILE_MODE)  # mkstemp makes 0600; run files are ordinary files
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
@@ -44,6 +52,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (tmp file, fsync, rename, fsync of the folder)."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -1,53 +1,213 @@
-"""What ``rnnkit predict`` reads and writes: documents with their origin, prediction rows in a file.
+"""What ``rnnkit predict`` reads and writes: documents with their origin, one prediction row each.
 
-Each document keeps where it came from, so every output row can be traced back: the line number
-in ``--file`` (empty lines are skipped but keep the numbering), the position of a text given on
-the command line, or the file name when ``--file`` is a folder.
+Every document keeps where it came from, so each output row can be traced back: its line number
+in ``--file`` (lines end at ``\\n`` only, as ``wc -l`` counts them; a ``\\r`` before it is dropped),
+the position of a text given on the command line, or the file name when ``--file`` is a folder.
+A blank document (empty or only whitespace) gets a row with no prediction instead of being
+dropped, so row N is always line N. A byte-order mark picks UTF-8, UTF-16 or UTF-32; without one
+the text is read as UTF-8. Documents are read, predicted and written in chunks, so a file (or
+``--file -``, standard input) of any length runs in constant memory.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import json
+import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from rnnkit.errors import DataError
-from rnnkit.io import atomic_write_text
+from rnnkit.io import atomic_writer
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
+STDIN = "-"
+CHUNK_DOCUMENTS = 2048
+"""Documents predicted and written together: large enough for full batches, small enough that
+memory does not grow with the input."""
+
+_BOMS = (  # longest first: the UTF-32-LE mark begins with the UTF-16-LE one
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+Pairs = Sequence[tuple[str, float]]
+"""The top-k ``(label, probability)`` pairs of one document, best first; empty for a blank one."""
+
+
+@dataclass(frozen=True)
+class Document:
+    source: int | str
+    """Its line number (or a command-line text's position), or its path inside a ``--file`` folder."""
+    text: str
+
+    @property
+    def blank(self) -> bool:
+        return not self.text.strip()
 
 
 @dataclass
 class Documents:
-    """Texts to classify; ``sources[i]`` says where ``texts[i]`` came from (``source_name`` column)."""
+    """Documents to classify, read lazily, and what reading them found."""
 
-    texts: list[str]
-    sources: list[int | str]
     source_name: str
     """``line`` (a line number, or a command-line text's position) or ``file`` (a folder's file)."""
+    items: Iterator[Document]
+    undecodable: list[int | str] = field(default_factory=list)
+    """Sources whose bytes were not valid in their encoding (replaced by U+FFFD), in order."""
+    nul_bytes: list[int | str] = field(default_factory=list)
+    """Sources holding NUL bytes: UTF-16 or UTF-32 without a byte-order mark, or not text at all."""
+
+    def __iter__(self) -> Iterator[Document]:
+        return self.items
 
 
 def read_documents(texts: Sequence[str], file: str | os.PathLike[str] | None) -> Documents:
-    """``texts`` as given, or ``file``'s non-empty lines, or the files of a folder (sorted by path)."""
+    """``texts`` as given, or the lines of ``file`` (``-``: standard input), or a folder's files.
+
+    A missing file or empty folder is a :class:`DataError` now; the lines themselves are read as
+    the documents are consumed.
+    """
     if file is None:
-        return Documents(list(texts), list(range(1, len(texts) + 1)), "line")
+        return Documents("line", (Document(i, text) for i, text in enumerate(texts, start=1)))
+    if os.fspath(file) == STDIN:
+        documents = Documents("line", iter(()))
+        documents.items = _lines(sys.stdin.buffer, documents)
+        return documents
     path = Path(file)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise DataError(f"--file {path} is a folder without files; put one document per file in it")
-        documents = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
-        return Documents(documents, [str(p.relative_to(path)) for p in files], "file")
+        documents = Documents("file", iter(()))
+        documents.items = _files(path, files, documents)
+        return documents
     if not path.is_file():
-        raise DataError(f"--file {path} does not exist; give a text file (one document per line) or a folder")
-    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    kept = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    return Documents([line for _, line in kept], [number for number, _ in kept], "line")
+        raise DataError(
+            f"--file {path} does not exist; give a text file (one document per line), a folder, or - "
+            "for standard input"
+        )
+    documents = Documents("line", iter(()))
+    documents.items = _lines_of_file(path, documents)
+    return documents
+
+
+def _lines_of_file(path: Path, documents: Documents) -> Iterator[Document]:
+    with path.open("rb") as handle:
+        yield from _lines(handle, documents)
+
+
+def _lines(binary: BinaryIO, documents: Documents) -> Iterator[Document]:
+    """One document per ``\\n``-ended line (the last one may lack it), numbered from 1."""
+    encoding = _encoding_of(_peek(binary, 4))
+    if encoding == "utf-8-sig":
+        binary.read(len(codecs.BOM_UTF8))
+    if encoding in ("utf-8", "utf-8-sig"):
+        # Split the bytes: 0x0A occurs in UTF-8 only as a newline, and each line is decoded on its
+        # own, so an undecodable line is known by number.
+        for number, raw in enumerate(binary, start=1):
+            yield Document(
+                number, _decode_utf8(raw.removesuffix(b"\n").removesuffix(b"\r"), number, documents)
+            )
+        return
+    # UTF-16/32: decode first, then split; newline="\n" ends lines at "\n" only (no \r, \x85, U+2028).
+    text = io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="\n")
+    try:
+        for number, line in enumerate(text, start=1):
+            yield Document(number, line.removesuffix("\n").removesuffix("\r"))
+    finally:
+        text.detach()  # closing the wrapper would close the caller's handle (stdin)
+
+
+def _files(folder: Path, files: Iterable[Path], documents: Documents) -> Iterator[Document]:
+    for path in files:
+        data = path.read_bytes()
+        source = str(path.relative_to(folder))
+        encoding = _encoding_of(data[:4])
+        if encoding in ("utf-8", "utf-8-sig"):
+            text = _decode_utf8(data.removeprefix(codecs.BOM_UTF8), source, documents)
+        else:
+            text = data.decode(encoding, errors="replace")
+        yield Document(source, text)
+
+
+def _decode_utf8(raw: bytes, source: int | str, documents: Documents) -> str:
+    if b"\0" in raw:
+        documents.nul_bytes.append(source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        documents.undecodable.append(source)
+        return raw.decode("utf-8", errors="replace")
+
+
+def _encoding_of(start: bytes) -> str:
+    """The encoding a byte-order mark names, else UTF-8."""
+    return next((encoding for bom, encoding in _BOMS if start.startswith(bom)), "utf-8")
+
+
+def _peek(binary: BinaryIO, size: int) -> bytes:
+    """The first ``size`` bytes (fewer at the end of the input), left in the stream."""
+    if isinstance(binary, io.BufferedReader):
+        return binary.peek(size)[:size]
+    start = binary.tell()
+    data = binary.read(size)
+    binary.seek(start)
+    return data
+
+
+def report_reading(documents: Documents, file: str | os.PathLike[str] | None) -> None:
+    """Warn about what reading found, after the rows are out (the input is streamed)."""
+    file = "standard input" if file is not None and os.fspath(file) == STDIN else file
+    if documents.undecodable:
+        logger.warning(
+            "%s: %d %s had bytes that are not UTF-8 (replaced by U+FFFD), first %s %s; give the file a "
+            "byte-order mark if it is UTF-16 or UTF-32, or convert it to UTF-8",
+            file,
+            len(documents.undecodable),
+            _noun(documents),
+            documents.source_name,
+            documents.undecodable[0],
+        )
+    if documents.nul_bytes:
+        logger.warning(
+            "%s: %d %s hold NUL bytes, first %s %s: UTF-16 or UTF-32 without a byte-order mark reads as "
+            "garbage; save it with a BOM (or as UTF-8)",
+            file,
+            len(documents.nul_bytes),
+            _noun(documents),
+            documents.source_name,
+            documents.nul_bytes[0],
+        )
+
+
+def _noun(documents: Documents) -> str:
+    return "lines" if documents.source_name == "line" else "files"
+
+
+def predict_documents(
+    documents: Iterable[Document],
+    predict_top_k: Callable[[list[str]], list[list[tuple[str, float]]]],
+    chunk: int = CHUNK_DOCUMENTS,
+) -> Iterator[tuple[Document, Pairs]]:
+    """Each document with its top-k pairs (none for a blank one), ``chunk`` documents at a time."""
+    iterator = iter(documents)
+    while batch := list(itertools.islice(iterator, chunk)):
+        top = iter(predict_top_k([document.text for document in batch if not document.blank]))
+        for document in batch:
+            yield document, [] if document.blank else next(top)
 
 
 def check_output(path: str | os.PathLike[str]) -> None:
@@ -56,35 +216,75 @@ def check_output(path: str | os.PathLike[str]) -> None:
         raise DataError(f"--output {path} must end in .jsonl or .csv (the format is taken from the name)")
 
 
-def prediction_rows(
-    documents: Documents, top: Sequence[Sequence[tuple[str, float]]], with_text: bool
-) -> list[dict[str, Any]]:
-    """One mapping per document: its source, (its text), label, probability and the top-k pairs."""
-    rows = []
-    for source, text, pairs in zip(documents.sources, documents.texts, top, strict=True):
-        row: dict[str, Any] = {documents.source_name: source}
-        if with_text:
-            row["text"] = text
-        row["label"], row["probability"] = pairs[0]
-        row["top_k"] = [{"label": label, "probability": probability} for label, probability in pairs]
-        rows.append(row)
-    return rows
+def prediction_row(source_name: str, document: Document, pairs: Pairs, with_text: bool) -> dict[str, Any]:
+    """One document's row: its source, (its text), label, probability and top-k (None/[] if blank)."""
+    row: dict[str, Any] = {source_name: document.source}
+    if with_text:
+        row["text"] = document.text
+    row["label"], row["probability"] = pairs[0] if pairs else (None, None)
+    row["top_k"] = [{"label": label, "probability": probability} for label, probability in pairs]
+    return row
 
 
-def write_predictions(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
-    """JSON lines (one object per row) or CSV (``label_2, probability_2, ...`` for the top-k)."""
+@dataclass
+class Tally:
+    """What was written: rows, and how many of them are blank documents without a prediction."""
+
+    rows: int = 0
+    blank: int = 0
+
+    def count(self, predicted: Iterable[tuple[Document, Pairs]]) -> Iterator[tuple[Document, Pairs]]:
+        for document, pairs in predicted:
+            self.rows += 1
+            self.blank += not pairs
+            yield document, pairs
+
+
+def write_predictions(
+    path: str | os.PathLike[str],
+    source_name: str,
+    predicted: Iterable[tuple[Document, Pairs]],
+    with_text: bool,
+    k: int,
+) -> Tally:
+    """JSON lines (one object per row) or CSV (``label_2, probability_2, ...`` for the top ``k``),
+    written chunk by chunk into a file that appears, whole, once every row is in it."""
     check_output(path)
-    if Path(path).suffix.lower() == ".jsonl":
-        atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        return
+    tally = Tally()
+    rows = (prediction_row(source_name, *pair, with_text) for pair in tally.count(predicted))
+    csv_format = Path(path).suffix.lower() == ".csv"
+    with atomic_writer(path) as handle:
+        if csv_format:
+            fixed = [source_name, *(["text"] if with_text else []), "label", "probability"]
+            extra = [f"{name}_{rank}" for rank in range(2, k + 1) for name in ("label", "probability")]
+            handle.write(_csv_lines([fixed + extra]))
+        while chunk := list(itertools.islice(rows, CHUNK_DOCUMENTS)):
+            if csv_format:
+                handle.write(_csv_lines(_csv_row(row, k) for row in chunk))
+            else:
+                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in chunk).encode())
+    return tally
+
+
+def _csv_row(row: dict[str, Any], k: int) -> list[Any]:
+    fixed = [value for name, value in row.items() if name != "top_k"]
+    others = [value for pair in row["top_k"][1:] for value in (pair["label"], pair["probability"])]
+    return fixed + others + [""] * (2 * (k - 1) - len(others))
+
+
+def _csv_lines(rows: Iterable[Sequence[Any]]) -> bytes:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    k = max((len(row["top_k"]) for row in rows), default=1)
-    fixed = [name for name in (rows[0] if rows else {}) if name != "top_k"]
-    writer.writerow(
-        fixed + [f"{name}_{rank}" for rank in range(2, k + 1) for name in ("label", "probability")]
-    )
-    for row in rows:
-        others = [value for pair in row["top_k"][1:] for value in (pair["label"], pair["probability"])]
-        writer.writerow([row[name] for name in fixed] + others)
-    atomic_write_text(path, buffer.getvalue())
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def print_predictions(
+    out: TextIO, source_name: str | None, predicted: Iterable[tuple[Document, Pairs]], k: int
+) -> Tally:
+    """``[SOURCE<TAB>]LABEL<TAB>PROBABILITY...`` per document; a blank one's label fields are empty."""
+    tally = Tally()
+    for document, pairs in tally.count(predicted):
+        columns = [] if source_name is None else [str(document.source)]
+        columns += [field for label, prob in pairs for field in (label, f"{prob:.4f}")] or [""] * (2 * k)
+        out.write("\t".join(columns) + "\n")
+    return tally
