@@ -14,7 +14,7 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
 
 from rnnkit import baseline as baseline_module
-from rnnkit.baseline import LinearBaseline, evaluate_baseline, fit_baseline
+from rnnkit.baseline import LinearBaseline, evaluate_baseline, fit_baseline, fit_temperature, softmax
 from rnnkit.cli import main
 from rnnkit.training import experiment
 from tests.test_trainer import cli_args, tiny_settings, train_tiny_run, write_corpus
@@ -174,3 +174,12 @@ def test_a_run_folder_names_its_baseline_file(tmp_path):
     from rnnkit.runs import RunDir
 
     assert RunDir(tmp_path).baseline_file == Path(tmp_path) / "baseline.safetensors"
+
+
+def test_the_temperature_is_the_scale_at_which_the_scores_softmax_fits_the_labels_best():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(4000, 3))
+    probs = softmax(scores * 2.0)
+    labels = np.array([rng.choice(3, p=row) for row in probs])
+    assert fit_temperature(scores, labels) == pytest.approx(2.0, rel=0.15)
+    assert softmax(np.array([[0.0, -np.inf]])).tolist() == [[1.0, 0.0]]

@@ -11,7 +11,7 @@ from gensim.models import KeyedVectors
 
 from rnnkit.config import EmbeddingsConfig, load_config
 from rnnkit.data import Tokenizer, Vocabulary, build_embeddings, load_vectors
-from rnnkit.data.vectors import Vectors, align_vectors
+from rnnkit.data.vectors import Vectors, align_vectors, word2vec_epochs
 from rnnkit.errors import ConfigError, DataError
 
 WORDS = ["the", "space", "rocket", "moon"]
@@ -168,3 +168,13 @@ def test_random_in_a_list_is_a_trainable_random_block_beside_the_vectors(
     assert both.shape == (6, 3 + 5) and not both[0].any()  # <pad> stays zero
     assert np.std(both[1:, 3:]) == pytest.approx(np.std(both[1:, :3]), rel=1e-5)
     assert stats["embedding_coverage_vocab_pct"] == 75.0  # a random block covers no word
+
+
+def test_corpus_word2vec_reads_about_five_million_tokens_in_5_to_50_passes():
+    assert [word2vec_epochs(n) for n in (20_000_000, 1_000_000, 250_000, 100_000, 1_000)] == [
+        5,
+        5,
+        20,
+        50,
+        50,
+    ]

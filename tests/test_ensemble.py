@@ -77,7 +77,7 @@ def test_one_run_tools_refuse_an_ensemble_in_one_line(ensemble_dir, capsys):
 
 
 def test_members_must_be_two_different_runs_with_the_same_labels_and_test_documents(members, tmp_path):
-    with pytest.raises(ConfigError, match="at least two runs"):
+    with pytest.raises(ConfigError, match="at least two members"):
         create_ensemble(members[:1], tmp_path / "e")
     with pytest.raises(ConfigError, match="named twice"):
         create_ensemble([members[0], members[0]], tmp_path / "e")
@@ -98,3 +98,20 @@ def test_an_existing_folder_is_replaced_only_with_overwrite(members, ensemble_di
     assert main(["ensemble", "-q", *map(str, members), "--run-dir", str(ensemble_dir), "--overwrite"]) == 0
     assert (ensemble_dir / "metrics.json").read_text() == before
     assert sorted(p.name for p in ensemble_dir.parent.iterdir()) == [ensemble_dir.name]
+
+
+def test_with_baseline_the_first_runs_tfidf_model_is_one_more_member(members, tmp_path):
+    metrics = create_ensemble(members[:1], tmp_path / "hybrid", with_baseline=True)
+    temperature = metrics["ensemble"]["baseline_temperature"]
+    run = open_run(members[0])
+    expected = (
+        run.predictor().predict_proba(TEXTS) + run.baseline_predictor(temperature).predict_proba(TEXTS)
+    ) / 2
+    np.testing.assert_allclose(rnnkit.load(tmp_path / "hybrid").predict_proba(TEXTS), expected, rtol=1e-6)
+    assert temperature > 0
+
+
+def test_a_baseline_member_needs_a_run_trained_with_one(tmp_path):
+    without = train_tiny_run(tmp_path, **{"train.baseline": False})
+    with pytest.raises(ConfigError, match="has no TF-IDF baseline"):
+        create_ensemble([without], tmp_path / "hybrid", with_baseline=True)

@@ -27,6 +27,10 @@ def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor | En
     if is_ensemble(run_dir):
         from rnnkit.predict import EnsemblePredictor
 
-        members = read_ensemble(run_dir).members
-        return EnsemblePredictor([open_run(member, device).predictor() for member in members])
+        spec = read_ensemble(run_dir)
+        runs = [open_run(member, device) for member in spec.members]
+        members = [run.predictor() for run in runs]
+        if spec.baseline_temperature is not None:
+            members.append(runs[0].baseline_predictor(spec.baseline_temperature))
+        return EnsemblePredictor(members)
     return open_run(run_dir, device).predictor()

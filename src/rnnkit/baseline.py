@@ -63,6 +63,12 @@ class LinearBaseline:
     def predict(self, sequences: Sequence[np.ndarray], vocab_size: int) -> np.ndarray:
         return self.scores(sequences, vocab_size).argmax(axis=1)
 
+    def probabilities(
+        self, sequences: Sequence[np.ndarray], vocab_size: int, temperature: float
+    ) -> np.ndarray:
+        """Class probabilities: softmax of the scores times ``temperature`` (:func:`fit_temperature`)."""
+        return softmax(self.scores(sequences, vocab_size) * temperature)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Arrays as safetensors (nothing executable), the model name in its metadata."""
         tensors = {"features": self.features, "idf": self.idf, "weight": self.weight, "bias": self.bias}
@@ -130,6 +136,24 @@ def evaluate_baseline(
             "macro_f1": _score("macro_f1", labels, predicted, num_classes),
         }
     return results
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The factor on the decision scores whose softmax has the lowest log-loss on ``labels``.
+
+    SVM margins and naive Bayes log-probabilities are not probabilities; averaged with a network's
+    they need a scale, chosen on the validation split (a grid from 0.01 to 1,000).
+    """
+    grid = np.logspace(-2, 3, 101)
+    rows = np.arange(len(labels))
+    losses = [-np.log(np.clip(softmax(scores * t)[rows, labels], 1e-12, None)).mean() for t in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax; a score of -inf (a class the baseline never saw) gets probability 0."""
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def baseline_monitor(monitor: str) -> str:

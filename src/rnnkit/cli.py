@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ensemble.add_argument("runs", nargs="+", metavar="RUN", help="runs with the same labels and test data")
     ensemble.add_argument("--run-dir", required=True, help="the ensemble folder to write")
+    ensemble.add_argument(
+        "--with-baseline",
+        action="store_true",
+        help="add the first run's TF-IDF baseline as one more member (one run is then enough)",
+    )
     ensemble.add_argument("--overwrite", action="store_true", help="replace what is in --run-dir")
     ensemble.set_defaults(handler=_ensemble)
 
@@ -355,14 +360,18 @@ def _predict(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     from rnnkit.training.ensemble import create_ensemble
 
-    metrics = create_ensemble(args.runs, args.run_dir, overwrite=args.overwrite)
+    metrics = create_ensemble(
+        args.runs, args.run_dir, with_baseline=args.with_baseline, overwrite=args.overwrite
+    )
     for member in metrics["members"]:
         print(f"member {member['run']}: test accuracy {member['test']['accuracy']:.4f}")
     baseline = metrics.get("baseline", {}).get("test")
     versus = f"  (TF-IDF baseline {baseline['accuracy']:.4f})" if baseline else ""
     test = metrics["test"]
+    count = len(metrics["members"])
+    members = f"{count} run{'s' if count > 1 else ''}" + (" and a baseline" if args.with_baseline else "")
     print(
-        f"ensemble of {len(metrics['members'])}: test accuracy {test['accuracy']:.4f}  "
+        f"ensemble of {members}: test accuracy {test['accuracy']:.4f}  "
         f"macro-F1 {test['macro_f1']:.4f}{versus}  folder: {args.run_dir}"
     )
     return 0

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnkit.baseline import LinearBaseline
 from rnnkit.data import TextTokenizer, Vocabulary, encode_texts
 from rnnkit.inference import predict_dataset
 
@@ -69,10 +70,31 @@ class Predictor(ProbabilityClassifier):
         return predict_dataset(self.model, dataset, self.batch_size, self.device).probs
 
 
-class EnsemblePredictor(ProbabilityClassifier):
-    """Several runs' predictors as one: each reads the text its own way; probabilities are averaged."""
+class BaselinePredictor(ProbabilityClassifier):
+    """A run's TF-IDF baseline over the run's tokens (untruncated), as probabilities for an ensemble."""
 
-    def __init__(self, members: Sequence[Predictor]) -> None:
+    def __init__(
+        self,
+        baseline: LinearBaseline,
+        vocab: Vocabulary,
+        label_names: Sequence[str],
+        temperature: float,
+        tokenizer: TextTokenizer | None = None,
+    ) -> None:
+        self.baseline, self.vocab, self.temperature = baseline, vocab, temperature
+        self.tokenizer = tokenizer or vocab.tokenizer
+        self.label_names = list(label_names)
+
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        ids = [self.vocab.encode_tokens(self.tokenizer(text)) for text in texts]
+        return self.baseline.probabilities(ids, len(self.vocab), self.temperature)
+
+
+class EnsemblePredictor(ProbabilityClassifier):
+    """Several predictors as one: each reads the text its own way; their probabilities are averaged."""
+
+    def __init__(self, members: Sequence[ProbabilityClassifier]) -> None:
         self.members = list(members)
         self.label_names = self.members[0].label_names
 

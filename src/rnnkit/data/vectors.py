@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -134,20 +135,30 @@ def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "little")
 
 
-WORD2VEC = {"sg": 1, "window": 5, "epochs": 5}
+WORD2VEC = {"sg": 1, "window": 5}
 """gensim settings of the ``train`` source: skip-gram, which learns rare words better than CBOW."""
+
+WORD2VEC_TOKENS = 5_000_000
+"""Tokens word2vec reads in all (between 5 and 50 passes): a small corpus gets more passes."""
+
+
+def word2vec_epochs(tokens: int) -> int:
+    """Passes over a training split of ``tokens`` tokens: 5 from 1 M tokens up, 50 below 100,000."""
+    return min(50, max(5, math.ceil(WORD2VEC_TOKENS / max(tokens, 1))))
 
 
 def train_word2vec(sentences: Sequence[Sequence[str]], dim: int, seed: int) -> Vectors:
-    """word2vec (:data:`WORD2VEC`) trained on the training split only.
+    """word2vec (:data:`WORD2VEC`, :func:`word2vec_epochs` passes) trained on the training split only.
 
     One worker thread and a process-independent hash make the vectors reproducible for a seed
     (gensim's multi-threaded training is not).
     """
     from gensim.models import Word2Vec
 
+    sentences = [list(s) for s in sentences if s]
     model = Word2Vec(
-        sentences=[list(s) for s in sentences if s],
+        sentences=sentences,
+        epochs=word2vec_epochs(sum(map(len, sentences))),
         vector_size=dim,
         min_count=1,
         workers=1,
@@ -265,7 +276,7 @@ def _aligned(
         return matrix, np.zeros(len(vocab), dtype=bool), True
     if source == "train":
         corpus = fingerprint([hashlib.sha256(s.tobytes()).hexdigest() for s in train_sequences])
-        identity: Any = {"train": corpus, "dim": cfg.dim, "word2vec": WORD2VEC}
+        identity: Any = {"train": corpus, "dim": cfg.dim, "word2vec": WORD2VEC, "tokens": WORD2VEC_TOKENS}
     else:
         identity = {"source": _source_identity(source), "limit": cfg.limit, "binary": cfg.binary}
     key = fingerprint(_CACHE_VERSION, fingerprint(vocab.itos), identity, seed)

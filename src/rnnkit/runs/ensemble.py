@@ -23,10 +23,13 @@ ENSEMBLE_NAME = "ensemble.json"
 
 @dataclass(frozen=True)
 class EnsembleSpec:
-    """What an ensemble is made of: member run folders, in order, and their class names."""
+    """What an ensemble is made of: member run folders, in order, and their class names; with
+    ``baseline_temperature``, the first member's TF-IDF baseline is one more member (its scores'
+    softmax at that scale)."""
 
     members: list[Path]
     label_names: list[str]
+    baseline_temperature: float | None = None
 
 
 def is_ensemble(path: str | os.PathLike[str]) -> bool:
@@ -38,7 +41,12 @@ def read_ensemble(path: str | os.PathLike[str]) -> EnsembleSpec:
     file = Path(path) / ENSEMBLE_NAME
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
-        spec = EnsembleSpec([Path(p) for p in raw["members"]], [str(n) for n in raw["label_names"]])
+        temperature = raw.get("baseline_temperature")
+        spec = EnsembleSpec(
+            [Path(p) for p in raw["members"]],
+            [str(n) for n in raw["label_names"]],
+            None if temperature is None else float(temperature),
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{file} is not a readable ensemble ({error}); build it again") from None
     for member in spec.members:
@@ -65,7 +73,14 @@ def write_ensemble(
     staging.mkdir()
     try:
         members = [str(member.absolute()) for member in spec.members]
-        atomic_write_json(staging / ENSEMBLE_NAME, {"members": members, "label_names": spec.label_names})
+        atomic_write_json(
+            staging / ENSEMBLE_NAME,
+            {
+                "members": members,
+                "label_names": spec.label_names,
+                "baseline_temperature": spec.baseline_temperature,
+            },
+        )
         atomic_write_json(staging / "metrics.json", metrics)
         atomic_write_text(staging / "report.txt", report)
         if target.exists():

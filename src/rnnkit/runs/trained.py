@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from rnnkit.baseline import LinearBaseline
 from rnnkit.config import Config
 from rnnkit.data import EncodedDataset, TextTokenizer, Vocabulary
 from rnnkit.errors import CheckpointError
@@ -24,7 +25,7 @@ from rnnkit.runs.folder import RunDir
 from rnnkit.runtime import resolve_device
 
 if TYPE_CHECKING:
-    from rnnkit.predict import Predictor
+    from rnnkit.predict import BaselinePredictor, Predictor
 
 
 @dataclass
@@ -57,6 +58,19 @@ class TrainedRun:
             tokenizer=self.tokenizer,
             device=self.device,
             batch_size=batch_size or self.config.train.eval_batch_size,
+        )
+
+    def baseline_predictor(self, temperature: float) -> BaselinePredictor:
+        """The run's TF-IDF baseline as probabilities (scores times ``temperature``, then softmax)."""
+        from rnnkit.predict import BaselinePredictor
+
+        file = RunDir(self.path).baseline_file
+        if not file.is_file():
+            raise CheckpointError(
+                f"{self.path} has no TF-IDF baseline ({file.name}); it was trained without one"
+            )
+        return BaselinePredictor(
+            LinearBaseline.load(file), self.vocab, self.label_names, temperature, self.tokenizer
         )
 
     def load_split(self, split: str) -> EncodedDataset:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnkit.baseline import LinearBaseline, fit_temperature
 from rnnkit.errors import ConfigError
 from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.runs import RunDir, TrainedRun, open_run
@@ -31,20 +32,35 @@ __all__ = ["create_ensemble", "evaluate_ensemble"]
 
 
 def create_ensemble(
-    runs: Sequence[str | os.PathLike[str]], run_dir: str | os.PathLike[str], *, overwrite: bool = False
+    runs: Sequence[str | os.PathLike[str]],
+    run_dir: str | os.PathLike[str],
+    *,
+    with_baseline: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score the averaged members on their test (and shared validation) split and write the folder."""
-    if len(runs) < 2:
-        raise ConfigError(f"an ensemble needs at least two runs, got {len(runs)}")
+    """Score the averaged members on their test (and shared validation) split and write the folder.
+
+    ``with_baseline`` adds the first run's TF-IDF baseline as one more member, its scores turned
+    into probabilities at the scale that fits that run's validation split best.
+    """
+    if len(runs) + with_baseline < 2:
+        raise ConfigError(
+            f"an ensemble needs at least two members, got {len(runs)} run(s); add runs or --with-baseline"
+        )
     paths = [Path(run).absolute() for run in runs]
     if len(set(paths)) < len(paths):
         raise ConfigError("a run is named twice; an ensemble's members must be different runs")
     if Path(run_dir).absolute() in paths:
         raise ConfigError(f"--run-dir {run_dir} is one of the members; choose another folder")
     members = _open_members(paths)
-    scored = _score_members(members)
+    temperature = _baseline_temperature(members[0]) if with_baseline else None
+    scored = _score_members(members, temperature)
     metrics: dict[str, Any] = {
-        "ensemble": {"members": [str(path) for path in paths], "method": "mean of class probabilities"},
+        "ensemble": {
+            "members": [str(path) for path in paths],
+            "baseline_temperature": temperature,
+            "method": "mean of class probabilities",
+        },
         "members": [_member_summary(member) for member in members],
     }
     for split, predictions in scored.items():
@@ -53,7 +69,8 @@ def create_ensemble(
     if baseline:
         metrics["baseline"] = baseline
     report, _ = per_class_report(scored["test"], members[0].label_names)
-    write_ensemble(run_dir, EnsembleSpec(paths, members[0].label_names), metrics, report, overwrite=overwrite)
+    spec = EnsembleSpec(paths, members[0].label_names, temperature)
+    write_ensemble(run_dir, spec, metrics, report, overwrite=overwrite)
     logger.info("ensemble of %d runs written to %s", len(members), run_dir)
     return metrics
 
@@ -62,7 +79,7 @@ def evaluate_ensemble(run_dir: str | os.PathLike[str], split: str = "test") -> d
     """The ensemble's scores on ``split``, in the shape of :func:`rnnkit.training.experiment.evaluate`."""
     spec = read_ensemble(run_dir)
     members = _open_members(spec.members)
-    predictions = _score_members(members, (split,))
+    predictions = _score_members(members, spec.baseline_temperature, (split,))
     if split not in predictions:
         raise ConfigError(
             f"the members of {run_dir} were validated on different documents (different seeds or data "
@@ -93,12 +110,14 @@ def _open_members(paths: Sequence[Path]) -> list[TrainedRun]:
 
 
 def _score_members(
-    members: Sequence[TrainedRun], splits: Sequence[str] = ("validation", "test")
+    members: Sequence[TrainedRun],
+    baseline_temperature: float | None,
+    splits: Sequence[str] = ("validation", "test"),
 ) -> dict[str, Predictions]:
     """Averaged probabilities per split, for the splits whose documents all members share."""
     probs: dict[str, list[np.ndarray]] = {split: [] for split in splits}
     labels: dict[str, list[np.ndarray]] = {split: [] for split in splits}
-    for member in members:
+    for index, member in enumerate(members):
         train_cfg = member.config.train
         with configure_runtime(train_cfg):
             data = RunDir(member.path).prepare_data(member.config)
@@ -109,6 +128,10 @@ def _score_members(
                 )
                 probs[split].append(scored.probs)
                 labels[split].append(scored.labels)
+                if index == 0 and baseline_temperature is not None:
+                    baseline = LinearBaseline.load(RunDir(member.path).baseline_file)
+                    ids = data.token_ids[split]
+                    probs[split].append(baseline.probabilities(ids, len(member.vocab), baseline_temperature))
     result = {}
     for split in splits:
         first = labels[split][0]
@@ -125,6 +148,20 @@ def _score_members(
         losses = -np.log(np.clip(mean[np.arange(len(first)), first], 1e-12, None))
         result[split] = Predictions(labels=first, probs=mean, losses=losses)
     return result
+
+
+def _baseline_temperature(member: TrainedRun) -> float:
+    """The scale of ``member``'s baseline scores fitted on its own validation split."""
+    file = RunDir(member.path).baseline_file
+    if not file.is_file():
+        raise ConfigError(
+            f"{member.path} has no TF-IDF baseline to add (it was trained with train.baseline=false)"
+        )
+    data = RunDir(member.path).prepare_data(member.config)
+    scores = LinearBaseline.load(file).scores(data.token_ids["validation"], len(member.vocab))
+    temperature = fit_temperature(scores, data.validation.labels)
+    logger.info("TF-IDF baseline of %s joins the ensemble (scores x %.3g)", member.path, temperature)
+    return temperature
 
 
 def _member_summary(member: TrainedRun) -> dict[str, Any]:
