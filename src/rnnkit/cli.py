@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rnnkit import __version__
 from rnnkit.errors import RnnkitError
+from rnnkit.openmp import prefer_passive_waiting
 
 logger = logging.getLogger("rnnkit")
 
@@ -45,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return the process exit status."""
+    prefer_passive_waiting()  # before any subcommand imports torch
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: _is_main_process())
