@@ -140,3 +140,102 @@ def test_a_symlinked_class_folder_outside_the_data_folder_is_skipped(tmp_path: P
     (tmp_path / "data" / "b").symlink_to(tmp_path / "outside", target_is_directory=True)
     data = load_folder(tmp_path / "data")
     assert data.texts == ["inside"] and data.label_names == ["a"]
+
+
+# ---------------------------------------------------------------- multi-label data
+
+
+def test_label_lists_in_jsonl_are_multilabel_with_empty_lists_kept(tmp_path: Path) -> None:
+    rows = [
+        {"text": "a", "labels": ["wheat", "grain"]},
+        {"text": "b", "labels": []},
+        {"text": "c", "labels": ["ship"]},
+    ]
+    _write(tmp_path / "d.jsonl", "\n".join(json.dumps(row) for row in rows))
+    data = load_jsonl(tmp_path / "d.jsonl", label_column="labels")
+    assert data.task == "multilabel" and data.label_names == ["grain", "ship", "wheat"]
+    assert data.labels.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+
+
+def test_a_csv_label_separator_splits_cells_and_a_blank_cell_means_no_label(tmp_path: Path) -> None:
+    _write(tmp_path / "d.csv", 'text,label\nx,"grain|wheat"\ny,\nz,ship\n')
+    data = load_csv(tmp_path / "d.csv", label_separator="|")
+    assert data.label_names == ["grain", "ship", "wheat"]
+    assert data.labels.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+
+
+def test_the_same_file_in_several_class_folders_is_one_document_with_those_labels(tmp_path: Path) -> None:
+    _write(tmp_path / "grain" / "17.txt", "wheat harvest")
+    _write(tmp_path / "wheat" / "17.txt", "wheat harvest")
+    _write(tmp_path / "ship" / "17.txt", "a different story under the same name")
+    data = load_folder(tmp_path)
+    assert data.texts == ["wheat harvest", "a different story under the same name"]
+    assert data.labels.tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_folders_sharing_only_file_names_stay_single_label(tmp_path: Path) -> None:
+    _write(tmp_path / "spam" / "1.txt", "buy now")
+    _write(tmp_path / "ham" / "1.txt", "hello friend")
+    assert load_folder(tmp_path).task == "single"
+
+
+def test_lists_mixed_with_single_labels_are_refused_unless_the_task_says_multilabel(tmp_path: Path) -> None:
+    rows = [{"text": "a", "label": ["grain", "wheat"]}, {"text": "b", "label": "ship"}]
+    _write(tmp_path / "d.jsonl", "\n".join(json.dumps(row) for row in rows))
+    with pytest.raises(DataError, match=r"mix single values \('ship'\) and lists"):
+        load_jsonl(tmp_path / "d.jsonl")
+    data = load_jsonl(tmp_path / "d.jsonl", task="multilabel")
+    assert data.labels.tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_a_single_label_task_refuses_lists_and_empty_lists(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.task is single but a document has an empty label list \[\]"):
+        encode_labels(["a", []], task="single")
+    with pytest.raises(DataError, match="a list of labels"):
+        encode_labels([["a", "b"]], task="single")
+    with pytest.raises(DataError, match="a label must be a name"):
+        encode_labels([["a", {"b": 1}]])
+
+
+def test_train_and_test_files_share_the_labels_of_both(tmp_path: Path) -> None:
+    _write(tmp_path / "train.jsonl", json.dumps({"text": "x", "label": ["a"]}))
+    _write(tmp_path / "test.jsonl", json.dumps({"text": "y", "label": ["b", "a"]}))
+    train, test = load_user_data("jsonl", tmp_path)
+    assert train.label_names == test.label_names == ["a", "b"]
+    assert (train.labels.tolist(), test.labels.tolist()) == ([[1, 0]], [[1, 1]])
+
+
+def test_a_multilabel_split_keeps_every_label_on_both_sides(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 6)) < [0.5, 0.3, 0.1, 0.05, 0.05, 0.03]).astype(np.float32)
+    dataset = TextDataset([str(i) for i in range(200)], labels, list("abcdef"))
+    rest, held = split_dataset(dataset, 0.25, seed=1)
+    assert (len(rest), len(held)) == (150, 50)
+    assert sorted([*rest.texts, *held.texts], key=int) == dataset.texts
+    expected = labels.sum(axis=0) * 0.25
+    assert np.abs(held.labels.sum(axis=0) - expected).max() <= 1.0  # iterative stratification
+    assert split_dataset(dataset, 0.25, seed=1)[1].texts == held.texts  # seeded
+
+
+def test_labels_inside_lists_are_normalised_like_single_labels(tmp_path: Path) -> None:
+    rows = [
+        {"text": "a", "label": [1, " grain "]},
+        {"text": "b", "label": ["1.0"]},
+        {"text": "c", "label": [2]},
+    ]
+    _write(tmp_path / "d.jsonl", "\n".join(json.dumps(row) for row in rows))
+    data = load_jsonl(tmp_path / "d.jsonl")
+    assert data.label_names == ["1", "2", "grain"]
+    assert data.labels.tolist() == [[1, 0, 1], [1, 0, 0], [0, 1, 0]]
+
+
+def test_a_symlink_outside_the_folder_is_no_extra_label_of_a_multilabel_document(tmp_path: Path) -> None:
+    _write(tmp_path / "outside" / "17.txt", "wheat harvest")
+    _write(tmp_path / "data" / "grain" / "17.txt", "wheat harvest")
+    _write(tmp_path / "data" / "wheat" / "17.txt", "wheat harvest")
+    _write(tmp_path / "data" / "ship" / "3.txt", "a boat")
+    (tmp_path / "data" / "ship" / "17.txt").symlink_to(tmp_path / "outside" / "17.txt")
+    data = load_folder(tmp_path / "data")
+    assert data.label_names == ["grain", "ship", "wheat"]
+    assert data.labels.tolist() == [[1, 0, 1], [0, 1, 0]]
+    assert data.stats["symlinks_outside_skipped"] == 1

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rnnkit.config import Config
     from rnnkit.predict import EnsemblePredictor, Predictor
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "fit", "load"]
 
 
 def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor | EnsemblePredictor:
@@ -34,3 +36,20 @@ def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor | En
             members.append(runs[0].baseline_predictor(spec.baseline_temperature))
         return EnsemblePredictor(members)
     return open_run(run_dir, device).predictor()
+
+
+def fit(
+    texts: Sequence[str],
+    labels: Sequence[Any],
+    config: str | os.PathLike[str] | Config | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Predictor:
+    """Train on Python lists and return the trained model (what :func:`load` gives for its run):
+    ``rnnkit.fit(texts, labels, "configs/gru.yaml", epochs=3).predict(["..."])``.
+
+    See :func:`rnnkit.fitting.fit`.
+    """
+    from rnnkit.fitting import fit as fit_lists
+
+    return fit_lists(texts, labels, config, run_dir, **overrides)

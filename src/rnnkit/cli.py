@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify new texts",
         description="Print one line per document: LABEL<TAB>PROBABILITY (the K best pairs with --top-k), "
         "preceded by the line number of --file, or the file name when --file is a folder. A blank "
-        "document keeps its row, with empty label fields.",
+        "document keeps its row, with empty label fields. A multi-label run prints the pair of every "
+        "label it predicts (none after the line number or file name when it predicts none), or the K "
+        "best with --top-k.",
     )
     predict.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="documents to classify")
@@ -136,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--file",
         help="a text file with one document per line (- reads standard input), or a folder of documents",
     )
-    predict.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most probable classes")
+    predict.add_argument("--top-k", type=int, metavar="K", help="show the K most probable classes")
     predict.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     predict.add_argument(
         "--output", metavar="FILE", help="write one row per document to FILE (.jsonl or .csv) instead"
@@ -275,12 +277,12 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     finally:
         distributed.cleanup()
-    test = metrics["test"]
     if distributed.is_main_process():
         baseline = metrics.get("baseline", {}).get("test")
-        versus = f"  (TF-IDF baseline {baseline['accuracy']:.4f})" if baseline else ""
-        scores = f"test accuracy {test['accuracy']:.4f}  macro-F1 {test['macro_f1']:.4f}{versus}"
-        print(f"{scores}  run folder: {run_dir}")
+        versus = (
+            f"  (TF-IDF baseline {experiment.scores_text(baseline, metrics['task'])})" if baseline else ""
+        )
+        print(f"{experiment.headline(metrics)}{versus}  run folder: {run_dir}")
     return 0
 
 
@@ -307,23 +309,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({key: value for key, value in result.items() if key != "report"}, indent=2))
         return 0
     metrics = result["metrics"]
+    task = result["task"]
+    scores = experiment.scores_text(metrics, task)
+    if task == "multilabel":
+        scores += f"  samples-F1 {metrics['samples_f1']:.4f}  Hamming loss {metrics['hamming_loss']:.4f}"
     of_what = f"best epoch {result['best_epoch']}" if result["best_epoch"] is not None else "ensemble"
-    print(
-        f"{name}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"loss {metrics['loss']:.4f}  ({of_what})"
-    )
-    if "unseen_labels" in result:
-        left_out = result["documents"] - result["scored"]
-        print(
-            f"{result['scored']} of {result['documents']} documents scored; "
-            f"{left_out} with labels the model never saw"
-        )
+    print(f"{name}: {scores}  loss {metrics['loss']:.4f}  ({of_what})")
+    if result.get("unseen_labels"):
+        print(new_data.unseen_summary(result))
     if "baseline" in result:
         baseline = result["baseline"]
-        print(
-            f"TF-IDF baseline ({baseline['model']}): accuracy {baseline['accuracy']:.4f}  "
-            f"macro-F1 {baseline['macro_f1']:.4f}"
-        )
+        print(f"TF-IDF baseline ({baseline['model']}): {experiment.scores_text(baseline, task)}")
     print()
     print(result["report"])
     return 0
@@ -333,7 +329,7 @@ def _predict(args: argparse.Namespace) -> int:
     from rnnkit import load
     from rnnkit import prediction_io as pio
 
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise _UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if args.file is not None and args.texts:
         raise _UsageError("give texts to classify or --file FILE, not both")
@@ -345,10 +341,14 @@ def _predict(args: argparse.Namespace) -> int:
         pio.check_output(args.output)
     documents = pio.read_documents(args.texts, args.file)
     predictor = load(args.run_dir, device=args.device)
-    k = min(args.top_k, len(predictor.label_names))
-    predicted = pio.predict_documents(documents, lambda texts: predictor.predict_top_k(texts, k))
+    label_sets = predictor.multilabel and args.top_k is None  # a multi-label run's own decision
+    k = 0 if label_sets else min(args.top_k or 1, len(predictor.label_names))
+    classify = predictor.predict_scored if label_sets else lambda texts: predictor.predict_top_k(texts, k)
+    predicted = pio.predict_documents(documents, classify)
     if args.output:
-        tally = pio.write_predictions(args.output, documents.source_name, predicted, args.with_text, k)
+        tally = pio.write_predictions(
+            args.output, documents.source_name, predicted, args.with_text, k, label_sets=label_sets
+        )
         logger.info("wrote %d predictions to %s", tally.rows, args.output)
     else:
         source_name = None if args.file is None else documents.source_name

@@ -52,7 +52,7 @@ def _fraction(default: float) -> Any:
 class DataConfig:
     """Where the documents come from and how they become token ids."""
 
-    dataset: str = _choice("20newsgroups", "20newsgroups", "folder", "csv", "jsonl")
+    dataset: str = _choice("20newsgroups", "20newsgroups", "folder", "csv", "jsonl", "memory")
     archive: str | None = None
     data_home: str | None = None
     path: str | None = None
@@ -63,6 +63,8 @@ class DataConfig:
     val_size: float = _fraction(0.1)
     text_column: str = "text"
     label_column: str = "label"
+    label_separator: str | None = None
+    task: str = _choice("auto", "auto", "single", "multilabel")
     max_length: int = _at_least(400, 1)
     train_docs: int | None = _at_least(None, 1)
     tokenizer: str = "regex"
@@ -123,7 +125,7 @@ class TrainConfig:
     class_weights: str = _choice("none", "none", "balanced")
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
     patience: int = _at_least(3, 0)
-    monitor: str = _choice("val_accuracy", "val_accuracy", "val_macro_f1", "val_loss")
+    monitor: str = _choice("auto", "auto", "val_accuracy", "val_macro_f1", "val_micro_f1", "val_loss")
     seed: int = field(default=42, metadata={"min": 0, "max": 2**32 - 1})  # numpy/scikit-learn seeds
     device: str = _choice("auto", "auto", "cpu", "cuda", prefix="cuda:")
     amp: bool = True

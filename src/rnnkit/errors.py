@@ -12,12 +12,16 @@ class RnnkitError(Exception):
     exit_code = 2
 
 
-class ConfigError(RnnkitError):
-    """The YAML config or a ``--set`` override is invalid."""
+class ConfigError(RnnkitError, ValueError):
+    """The YAML config or a ``--set`` override is invalid (in Python also a ``ValueError``)."""
 
 
-class DataError(RnnkitError):
-    """A data set, vector file or text input cannot be used."""
+class DataError(RnnkitError, ValueError):
+    """A data set, vector file or text input cannot be used (in Python also a ``ValueError``)."""
+
+
+class DataTypeError(DataError, TypeError):
+    """Python data of the wrong type, e.g. a text that is not a string (also a ``TypeError``)."""
 
 
 class CheckpointError(RnnkitError):

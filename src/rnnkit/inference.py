@@ -15,25 +15,31 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rnnkit import distributed
 from rnnkit.data import Batch, EncodedDataset, SortedBatchSampler, collate
 from rnnkit.runtime import amp_dtype
+from rnnkit.tasks import decide, example_losses, probabilities, task_of
 
 
 @dataclass
 class Predictions:
-    """Per-example outputs of an evaluation, in dataset order."""
+    """Per-example outputs of an evaluation, in dataset order (see :mod:`rnnkit.tasks`)."""
 
-    labels: np.ndarray  # (n,) true class ids
-    probs: np.ndarray  # (n, classes) softmax probabilities
-    losses: np.ndarray  # (n,) unweighted cross-entropy per example
+    labels: np.ndarray  # (n,) true class ids, or (n, labels) 0/1 for multi-label data
+    probs: np.ndarray  # (n, classes) softmax probabilities, or per-label sigmoid probabilities
+    losses: np.ndarray  # (n,) unweighted cross-entropy (multi-label: mean binary cross-entropy)
+    thresholds: np.ndarray | None = None  # multi-label: per-label cuts (None: 0.5)
+
+    @property
+    def task(self) -> str:
+        return task_of(self.labels)
 
     @property
     def predicted(self) -> np.ndarray:
-        return self.probs.argmax(axis=1)
+        """Class ids ``(n,)``, or the 0/1 label matrix at :attr:`thresholds`."""
+        return decide(self.probs, self.task, self.thresholds)
 
 
 def iterate_batches(
@@ -58,7 +64,8 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
 def predict_dataset(
     model: nn.Module, dataset: EncodedDataset, batch_size: int, device: torch.device, amp: bool = False
 ) -> Predictions:
-    """Softmax probabilities and per-example losses for every document, in dataset order.
+    """Probabilities and per-example losses for every document, in dataset order; the task
+    (softmax or sigmoid) follows the dataset's labels.
 
     Under DDP each rank scores its shard and :func:`distributed.gather_by_index` reassembles the
     whole set, so the metrics computed from the result are the same on every rank.
@@ -68,18 +75,20 @@ def predict_dataset(
     sampler = SortedBatchSampler(
         dataset.lengths, batch_size, num_replicas=distributed.get_world_size(), rank=distributed.get_rank()
     )
+    task = task_of(dataset.labels)
     parts: dict[str, list[torch.Tensor]] = {"index": [], "probs": [], "losses": [], "labels": []}
     for batch in iterate_batches(dataset, sampler, device):
         with autocast(device, amp):
             logits = model(batch.token_ids, batch.lengths)
         logits = logits.float()
         parts["index"].append(batch.indices)
-        parts["probs"].append(logits.softmax(dim=1))
-        parts["losses"].append(F.cross_entropy(logits, batch.labels, reduction="none"))
+        parts["probs"].append(probabilities(logits, task))
+        parts["losses"].append(example_losses(logits, batch.labels, task))
         parts["labels"].append(batch.labels)
     model.train(was_training)
     if not parts["index"]:
-        return Predictions(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
+        width = dataset.labels.shape[1] if dataset.labels.ndim == 2 else 0
+        return Predictions(dataset.labels[:0], np.zeros((0, width), np.float32), np.zeros(0, np.float32))
     columns = {name: torch.cat(values).cpu() for name, values in parts.items()}
     _, columns = distributed.gather_by_index(columns.pop("index"), columns)
     return Predictions(columns["labels"].numpy(), columns["probs"].numpy(), columns["losses"].numpy())

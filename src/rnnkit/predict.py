@@ -1,8 +1,9 @@
 """A trained model as an object that classifies new text: ``rnnkit.load(run_dir).predict(texts)``.
 
 :func:`rnnkit.runs.open_run` gives the pieces (the tokenizer and vocabulary that turned training
-text into ids, the class names, the best model); a :class:`Predictor` turns new texts into ids the
-same way and returns labels, probabilities or the top k.
+text into ids, the class names, the best model, and for multi-label runs the tuned thresholds); a
+:class:`Predictor` turns new texts into ids the same way and returns labels (a label set per text
+for multi-label runs), probabilities or the top k.
 """
 
 from __future__ import annotations
@@ -16,19 +17,45 @@ from torch import nn
 from rnnkit.baseline import LinearBaseline
 from rnnkit.data import TextTokenizer, Vocabulary, encode_texts
 from rnnkit.inference import predict_dataset
+from rnnkit.tasks import MULTILABEL, SINGLE, decide
 
 
 class ProbabilityClassifier:
     """Labels and top-k pairs from a subclass's ``predict_proba`` over ``label_names``."""
 
     label_names: list[str]
+    task: str = SINGLE
+    """``single`` (softmax, one class per text) or ``multilabel`` (sigmoids, a label set per text)."""
+    thresholds: np.ndarray | None = None
+    """Multi-label: each label's decision threshold, tuned on validation (``None``: 0.5)."""
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == MULTILABEL
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, texts: str | Sequence[str]) -> list[str]:
-        """The most probable class name of each text."""
-        return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: str | Sequence[str]) -> list[str] | list[list[str]]:
+        """The most probable class name of each text; for a multi-label run, each text's label set
+        (the labels at or above their thresholds, most probable first; possibly empty)."""
+        scored = self.predict_scored(texts)
+        if self.multilabel:
+            return [[name for name, _ in labels] for labels in scored]
+        return [labels[0][0] for labels in scored]
+
+    def predict_scored(self, texts: str | Sequence[str]) -> list[list[tuple[str, float]]]:
+        """What :meth:`predict` returns, with probabilities: ``[(class, probability)]`` per text, or
+        for a multi-label run the ``(label, probability)`` pairs of its label set."""
+        probs = self.predict_proba(texts)
+        chosen = decide(probs, self.task, self.thresholds)
+        order = np.argsort(-probs, axis=1, kind="stable")
+        if not self.multilabel:
+            return [[(self.label_names[j], float(row[j]))] for row, j in zip(probs, chosen, strict=True)]
+        return [
+            [(self.label_names[j], float(row[j])) for j in ranked if picked[j]]
+            for row, ranked, picked in zip(probs, order, chosen, strict=True)
+        ]
 
     def predict_top_k(self, texts: str | Sequence[str], k: int = 1) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable ``(class name, probability)`` pairs of each text, best first."""
@@ -52,6 +79,8 @@ class Predictor(ProbabilityClassifier):
         tokenizer: TextTokenizer | None = None,
         device: torch.device | str = "cpu",
         batch_size: int = 256,
+        task: str = SINGLE,
+        thresholds: np.ndarray | None = None,
     ) -> None:
         self.model = model.eval()
         self.vocab = vocab
@@ -60,13 +89,19 @@ class Predictor(ProbabilityClassifier):
         self.max_length = max_length
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.task = task
+        self.thresholds = thresholds
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Class probabilities, shape ``(len(texts), len(label_names))``; columns follow ``label_names``."""
+        """Probabilities, shape ``(len(texts), len(label_names))``; columns follow ``label_names``.
+
+        Single-label rows sum to 1 (softmax); multi-label columns are independent (sigmoid).
+        """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        dataset = encode_texts(texts, self.vocab, self.tokenizer, self.max_length)
+        unknown = np.zeros((len(texts), len(self.label_names)), np.float32) if self.multilabel else None
+        dataset = encode_texts(texts, self.vocab, self.tokenizer, self.max_length, labels=unknown)
         return predict_dataset(self.model, dataset, self.batch_size, self.device).probs
 
 

@@ -58,6 +58,10 @@ class Document:
         return not self.text.strip()
 
 
+LABEL_SET_SEPARATOR = "|"
+"""Between the labels (and their probabilities) of a multi-label prediction in one CSV cell."""
+
+
 @dataclass
 class Documents:
     """Documents to classify, read lazily, and what reading them found."""
@@ -216,11 +220,19 @@ def check_output(path: str | os.PathLike[str]) -> None:
         raise DataError(f"--output {path} must end in .jsonl or .csv (the format is taken from the name)")
 
 
-def prediction_row(source_name: str, document: Document, pairs: Pairs, with_text: bool) -> dict[str, Any]:
-    """One document's row: its source, (its text), label, probability and top-k (None/[] if blank)."""
+def prediction_row(
+    source_name: str, document: Document, pairs: Pairs, with_text: bool, *, label_sets: bool = False
+) -> dict[str, Any]:
+    """One document's row: its source, (its text), label, probability and top-k (None/[] if blank);
+    with ``label_sets`` (a multi-label run) its label set instead: ``labels`` and ``probabilities``
+    lists, possibly empty (None if blank)."""
     row: dict[str, Any] = {source_name: document.source}
     if with_text:
         row["text"] = document.text
+    if label_sets:
+        row["labels"] = None if document.blank else [label for label, _ in pairs]
+        row["probabilities"] = None if document.blank else [probability for _, probability in pairs]
+        return row
     row["label"], row["probability"] = pairs[0] if pairs else (None, None)
     row["top_k"] = [{"label": label, "probability": probability} for label, probability in pairs]
     return row
@@ -236,7 +248,7 @@ class Tally:
     def count(self, predicted: Iterable[tuple[Document, Pairs]]) -> Iterator[tuple[Document, Pairs]]:
         for document, pairs in predicted:
             self.rows += 1
-            self.blank += not pairs
+            self.blank += document.blank
             yield document, pairs
 
 
@@ -246,27 +258,42 @@ def write_predictions(
     predicted: Iterable[tuple[Document, Pairs]],
     with_text: bool,
     k: int,
+    *,
+    label_sets: bool = False,
 ) -> Tally:
-    """JSON lines (one object per row) or CSV (``label_2, probability_2, ...`` for the top ``k``),
-    written chunk by chunk into a file that appears, whole, once every row is in it."""
+    """JSON lines (one object per row) or CSV (``label_2, probability_2, ...`` for the top ``k``;
+    with ``label_sets``, ``labels`` and ``probabilities`` cells joined by ``|``), written chunk by
+    chunk into a file that appears, whole, once every row is in it."""
     check_output(path)
     tally = Tally()
-    rows = (prediction_row(source_name, *pair, with_text) for pair in tally.count(predicted))
+    rows = (
+        prediction_row(source_name, *pair, with_text, label_sets=label_sets)
+        for pair in tally.count(predicted)
+    )
     csv_format = Path(path).suffix.lower() == ".csv"
     with atomic_writer(path) as handle:
         if csv_format:
-            fixed = [source_name, *(["text"] if with_text else []), "label", "probability"]
-            extra = [f"{name}_{rank}" for rank in range(2, k + 1) for name in ("label", "probability")]
-            handle.write(_csv_lines([fixed + extra]))
+            fixed = [source_name, *(["text"] if with_text else [])]
+            if label_sets:
+                header = [*fixed, "labels", "probabilities"]
+            else:
+                extra = [f"{name}_{rank}" for rank in range(2, k + 1) for name in ("label", "probability")]
+                header = [*fixed, "label", "probability", *extra]
+            handle.write(_csv_lines([header]))
         while chunk := list(itertools.islice(rows, CHUNK_DOCUMENTS)):
             if csv_format:
-                handle.write(_csv_lines(_csv_row(row, k) for row in chunk))
+                handle.write(_csv_lines(_csv_row(row, k, label_sets) for row in chunk))
             else:
                 handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in chunk).encode())
     return tally
 
 
-def _csv_row(row: dict[str, Any], k: int) -> list[Any]:
+def _csv_row(row: dict[str, Any], k: int, label_sets: bool) -> list[Any]:
+    if label_sets:
+        return [
+            LABEL_SET_SEPARATOR.join(map(str, value)) if isinstance(value, list) else value
+            for value in row.values()
+        ]
     fixed = [value for name, value in row.items() if name != "top_k"]
     others = [value for pair in row["top_k"][1:] for value in (pair["label"], pair["probability"])]
     return fixed + others + [""] * (2 * (k - 1) - len(others))
@@ -281,7 +308,8 @@ def _csv_lines(rows: Iterable[Sequence[Any]]) -> bytes:
 def print_predictions(
     out: TextIO, source_name: str | None, predicted: Iterable[tuple[Document, Pairs]], k: int
 ) -> Tally:
-    """``[SOURCE<TAB>]LABEL<TAB>PROBABILITY...`` per document; a blank one's label fields are empty."""
+    """``[SOURCE<TAB>]LABEL<TAB>PROBABILITY...`` per document; a blank one has ``k`` empty label and
+    probability pairs (``k`` 0 for label sets: nothing after its source, as for an empty set)."""
     tally = Tally()
     for document, pairs in tally.count(predicted):
         columns = [] if source_name is None else [str(document.source)]

@@ -25,6 +25,7 @@ __all__ = ["Batch", "BucketBatchSampler", "EncodedDataset", "SortedBatchSampler"
 class EncodedDataset(Dataset):
     """Token-id sequences (truncated to ``max_length``) with their labels and lengths.
 
+    Labels are class ids ``(n,)`` or, for multi-label data, a 0/1 matrix ``(n, labels)``.
     Item ``i`` is ``(token_ids, label, i)``; the index lets callers restore the input order after
     length-sorted batching.
     """
@@ -39,7 +40,8 @@ class EncodedDataset(Dataset):
         self.sequences = [np.asarray(seq[:max_length], dtype=np.int64) for seq in sequences]
         if any(len(seq) == 0 for seq in self.sequences):
             raise ValueError("every sequence needs at least one token (encode empty texts as <unk>)")
-        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        labels = np.asarray(labels)
+        self.labels = labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int64).reshape(-1)
         self.lengths = np.fromiter(
             (len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences)
         )
@@ -48,13 +50,15 @@ class EncodedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int, int]:
-        return self.sequences[index], int(self.labels[index]), index
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int | np.ndarray, int]:
+        label = self.labels[index]
+        return self.sequences[index], (label if label.ndim else int(label)), index
 
 
 @dataclass
 class Batch:
-    """A padded batch: ``token_ids`` (B, T) padded with 0, ``lengths`` (B,), ``labels`` (B,).
+    """A padded batch: ``token_ids`` (B, T) padded with 0, ``lengths`` (B,), ``labels`` (B,) class ids
+    or (B, labels) floats 0/1 (multi-label).
 
     ``indices`` (B,) are the dataset positions of the rows.
     """
@@ -77,7 +81,7 @@ class Batch:
         return int(self.lengths.shape[0])
 
 
-def collate(items: Sequence[tuple[np.ndarray, int, int]]) -> Batch:
+def collate(items: Sequence[tuple[np.ndarray, int | np.ndarray, int]]) -> Batch:
     """Right-pad the sequences of ``items`` with ``<pad>`` (0) to the longest one."""
     lengths = np.fromiter((len(ids) for ids, _, _ in items), dtype=np.int64, count=len(items))
     padded = np.full((len(items), int(lengths.max(initial=0))), PAD_ID, dtype=np.int64)
@@ -86,9 +90,15 @@ def collate(items: Sequence[tuple[np.ndarray, int, int]]) -> Batch:
     return Batch(
         token_ids=torch.from_numpy(padded),
         lengths=torch.from_numpy(lengths),
-        labels=torch.tensor([label for _, label, _ in items], dtype=torch.long),
+        labels=_stack_labels([label for _, label, _ in items]),
         indices=torch.tensor([index for _, _, index in items], dtype=torch.long),
     )
+
+
+def _stack_labels(labels: list[int | np.ndarray]) -> torch.Tensor:
+    if labels and isinstance(labels[0], np.ndarray):
+        return torch.from_numpy(np.stack(labels).astype(np.float32))
+    return torch.tensor(labels, dtype=torch.long)
 
 
 def _global_batch_count(size: int, batch_size: int, num_replicas: int) -> int:

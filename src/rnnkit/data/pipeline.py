@@ -1,13 +1,18 @@
 """``prepare_data(cfg)``: the one door from a config to encoded train/validation/test sets.
 
-Order of work: load the documents, split off the test part (``data.split``), tokenise, drop
+Order of work: load the documents (or take them from Python: ``documents``), split off the test
+part (``data.split``), tokenise, drop
 training documents that are empty after tokenisation, carve a stratified seeded validation part
 from what is left, build the vocabulary from the training part only, encode. The test part is
 never looked at before encoding. Empty test documents are kept as a single ``<unk>`` so test
 figures stay comparable with the standard protocol (all 7,532 bydate test posts).
 
 The encoded corpus (untruncated ids) is cached under ``<cache>/corpus/<key>/``; the key covers
-every data setting that changes it, the seed and the size/mtime of the input files.
+every data setting that changes it, the seed, the size/mtime of the input files and what the
+tokenizer depends on. Documents handed over from Python are not cached.
+
+Labels are class ids, or for multi-label data a 0/1 matrix (see :mod:`rnnkit.tasks`); the
+validation (and a carved test) part is then split by iterative stratification.
 """
 
 from __future__ import annotations
@@ -29,20 +34,21 @@ import torch
 from rnnkit.config import Config
 from rnnkit.data.batching import EncodedDataset
 from rnnkit.data.cache import cache_root, fingerprint, path_identity
-from rnnkit.data.corpus import TextDataset, load_user_data, split_indices, split_layout
+from rnnkit.data.corpus import Columns, TextDataset, load_user_data, split_indices, split_layout
 from rnnkit.data.newsgroups import load_20newsgroups
 from rnnkit.data.text import UNK_ID, Vocabulary
 from rnnkit.data.tokenizers import TextTokenizer, build_tokenizer
 from rnnkit.data.vectors import build_embeddings
 from rnnkit.errors import DataError
 from rnnkit.io import atomic_write_bytes, atomic_write_json
+from rnnkit.tasks import MULTILABEL, task_of
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PreparedData", "encode_texts", "prepare_data"]
 
 SPLITS = ("train", "validation", "test")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: multi-label matrices
 
 
 @dataclass
@@ -60,6 +66,15 @@ class PreparedData:
     token_ids: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
     """Each split's token ids before truncation to ``data.max_length`` (the baseline reads whole texts)."""
 
+    @property
+    def task(self) -> str:
+        """``single`` or ``multilabel`` (see :mod:`rnnkit.tasks`)."""
+        return task_of(self.train.labels)
+
+
+Documents = tuple[TextDataset, "TextDataset | None"]
+"""In-memory documents for :func:`prepare_data`: ``(train pool, test or None)``."""
+
 
 @dataclass
 class _Corpus:
@@ -73,27 +88,41 @@ class _Corpus:
 
 
 def encode_texts(
-    texts: Sequence[str], vocab: Vocabulary, tokenizer: TextTokenizer | None = None, max_length: int = 400
+    texts: Sequence[str],
+    vocab: Vocabulary,
+    tokenizer: TextTokenizer | None = None,
+    max_length: int = 400,
+    labels: np.ndarray | None = None,
 ) -> EncodedDataset:
-    """New raw texts as an :class:`EncodedDataset` (labels all 0) for prediction.
+    """New raw texts as an :class:`EncodedDataset` for prediction; ``labels`` default to all 0
+    (unknown; a multi-label predictor passes a zero matrix).
 
     Uses the vocabulary's own tokenizer unless one is given; empty texts become one ``<unk>``.
     """
     tokenize = tokenizer or vocab.tokenizer
     sequences = [_nonempty(vocab.encode_tokens(tokenize(text))) for text in texts]
-    return EncodedDataset(sequences, np.zeros(len(sequences), dtype=np.int64), max_length)
+    unknown = np.zeros(len(sequences), dtype=np.int64) if labels is None else labels
+    return EncodedDataset(sequences, unknown, max_length)
 
 
 def _nonempty(ids: np.ndarray) -> np.ndarray:
     return ids if len(ids) else np.array([UNK_ID], dtype=np.int32)
 
 
-def prepare_data(cfg: Config) -> PreparedData:
-    """Load (or reuse from cache), split, tokenise and encode the data; attach embeddings."""
+def prepare_data(cfg: Config, documents: Documents | None = None) -> PreparedData:
+    """Load (or reuse from cache), split, tokenise and encode the data; attach embeddings.
+
+    ``documents`` are texts and labels from Python (:func:`rnnkit.data.corpus.from_lists`) in place
+    of ``data.dataset``: the training pool and, if not ``None``, the test part.
+    """
     data = cfg.data
     root = cache_root(data.cache_dir)
     tokenizer = build_tokenizer(data)
-    corpus = _cached_corpus(cfg, tokenizer, root)
+    if documents is None:
+        corpus = _cached_corpus(cfg, tokenizer, root)
+    else:
+        corpus = _build_corpus(cfg, tokenizer, documents)
+        corpus.stats["corpus_cache"] = "in memory"
     datasets = {
         name: EncodedDataset(corpus.sequences[name], corpus.labels[name], data.max_length) for name in SPLITS
     }
@@ -106,9 +135,10 @@ def prepare_data(cfg: Config) -> PreparedData:
         **embedding_stats,
     }
     logger.info(
-        "data: %d train / %d validation / %d test documents, %d classes, vocabulary %d",
+        "data: %d train / %d validation / %d test documents, %d %s, vocabulary %d",
         *(len(datasets[name]) for name in SPLITS),
         len(corpus.label_names),
+        "labels (multi-label)" if task_of(corpus.labels["train"]) == MULTILABEL else "classes",
         len(corpus.vocab),
     )
     _log_data_notes(cfg, corpus)
@@ -136,14 +166,24 @@ def _log_data_notes(cfg: Config, corpus: _Corpus) -> None:
         )
     if corpus.stats.get("missing_label"):
         logger.warning("%d rows without a label were skipped", corpus.stats["missing_label"])
-    trained = np.bincount(corpus.labels["train"], minlength=len(corpus.label_names))
-    tested = np.bincount(corpus.labels["test"], minlength=len(corpus.label_names))
+    trained, tested = (
+        _documents_per_label(corpus.labels[name], len(corpus.label_names)) for name in ("train", "test")
+    )
+    kind = "label" if task_of(corpus.labels["train"]) == MULTILABEL else "class"
     for label in np.flatnonzero(trained == 0):
         logger.warning(
-            "class %r has no training document (%d in the test part); the model cannot learn it",
+            "%s %r has no training document (%d in the test part); the model cannot learn it",
+            kind,
             corpus.label_names[label],
             tested[label],
         )
+
+
+def _documents_per_label(labels: np.ndarray, count: int) -> np.ndarray:
+    """How many documents have each class (class ids) or each label (a 0/1 matrix)."""
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(np.int64)
+    return np.bincount(labels, minlength=count)
 
 
 def _test_set_origin(cfg: Config) -> str:
@@ -169,6 +209,11 @@ def _test_set_origin(cfg: Config) -> str:
 
 def _source_identity(cfg: Config) -> Any:
     data = cfg.data
+    if data.dataset == "memory":
+        raise DataError(
+            "data.dataset 'memory' means documents handed over from Python (rnnkit.fit, "
+            "prepare_data(cfg, documents)); for files use folder, csv or jsonl"
+        )
     if data.dataset == "20newsgroups":
         if data.archive:
             return path_identity(data.archive) if Path(data.archive).expanduser().exists() else data.archive
@@ -211,7 +256,14 @@ def _load_documents(cfg: Config) -> tuple[TextDataset, TextDataset]:
         everything = load_20newsgroups("all", **common)
         rest, held = split_indices(everything.labels, data.test_size, seed, stratify=False)
         return everything.subset(rest), everything.subset(held)
-    train, test = load_user_data(data.dataset, data.path, data.text_column, data.label_column)
+    columns = Columns(data.text_column, data.label_column, data.label_separator)
+    train, test = load_user_data(data.dataset, data.path, columns, data.task)
+    return _test_part(cfg, train, test)
+
+
+def _test_part(cfg: Config, train: TextDataset, test: TextDataset | None) -> tuple[TextDataset, TextDataset]:
+    """``(train pool, test)``: a given test part under ``split: bydate``, else one carved off."""
+    data, seed = cfg.data, cfg.train.seed
     stats = dict(train.stats)
     if test is not None:
         stats = {k: v + test.stats.get(k, 0) for k, v in stats.items()}
@@ -229,24 +281,22 @@ def _with_stats(dataset: TextDataset, stats: dict[str, int]) -> TextDataset:
     return dataset
 
 
-def _build_corpus(cfg: Config, tokenizer: TextTokenizer) -> _Corpus:
+def _build_corpus(cfg: Config, tokenizer: TextTokenizer, documents: Documents | None = None) -> _Corpus:
     data = cfg.data
-    pool, test = _load_documents(cfg)
+    pool, test = _load_documents(cfg) if documents is None else _test_part(cfg, *documents)
     if len(pool) == 0:
         raise DataError("the training split is empty; check data.path, data.categories and data.test_size")
+    if data.task == MULTILABEL and pool.task != MULTILABEL:  # one class each: one-label sets
+        pool, test = _one_hot(pool), _one_hot(test)
+    if pool.task == MULTILABEL:
+        _log_multilabel(pool)
     pool_tokens = [tokenizer(text) for text in pool.texts]
     keep = np.array([i for i, tokens in enumerate(pool_tokens) if tokens], dtype=np.int64)
     if len(keep) == 0:
         raise DataError(
             "no training document has a single token; check data.text_column and data.token_pattern"
         )
-    classes = np.unique(pool.labels[keep])
-    if len(classes) < 2:
-        names = ", ".join(repr(pool.label_names[label]) for label in classes)
-        raise DataError(
-            f"the training data has only one class ({names}); a classifier needs at least two: "
-            "check data.label_column, the class folders or data.categories"
-        )
+    _refuse_one_class(pool.subset(keep))
     empty_raw = sum(not text.strip() for text in pool.texts)
     stats: dict[str, Any] = {
         **pool.stats,
@@ -289,6 +339,44 @@ def _build_corpus(cfg: Config, tokenizer: TextTokenizer) -> _Corpus:
     stats.update({f"{name}_docs": len(sequences[name]) for name in SPLITS})
     stats.update({"num_classes": len(pool.label_names), "vocab_size": len(vocab)})
     return _Corpus(vocab, sequences, labels, list(pool.label_names), stats)
+
+
+def _refuse_one_class(pool: TextDataset) -> None:
+    """A classifier needs two classes; multi-label data needs two different label sets (a label
+    that every document has, and no other, leaves nothing to learn)."""
+    if pool.task == MULTILABEL:
+        sets = np.unique(pool.labels, axis=0)
+        if len(sets) < 2:
+            names = ", ".join(repr(name) for name, on in zip(pool.label_names, sets[0], strict=True) if on)
+            raise DataError(
+                f"every training document has the same labels ({names or 'none'}); multi-label training "
+                "needs documents whose label sets differ: check data.label_column or data.label_separator"
+            )
+        return
+    classes = np.unique(pool.labels)
+    if len(classes) < 2:
+        names = ", ".join(repr(pool.label_names[label]) for label in classes)
+        raise DataError(
+            f"the training data has only one class ({names}); a classifier needs at least two: "
+            "check data.label_column, the class folders or data.categories"
+        )
+
+
+def _one_hot(dataset: TextDataset) -> TextDataset:
+    matrix = np.eye(len(dataset.label_names), dtype=np.float32)[dataset.labels]
+    return TextDataset(dataset.texts, matrix, dataset.label_names, dataset.stats)
+
+
+def _log_multilabel(pool: TextDataset) -> None:
+    counts = pool.labels.sum(axis=1)
+    if not counts.any():
+        raise DataError("no training document has a label; multi-label data needs labels on some documents")
+    logger.info(
+        "labels are lists: multi-label, %d labels, %.2f per document, %d documents without a label",
+        len(pool.label_names),
+        counts.mean(),
+        int((counts == 0).sum()),
+    )
 
 
 def _write_corpus(folder: Path, corpus: _Corpus) -> None:

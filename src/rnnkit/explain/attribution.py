@@ -36,6 +36,7 @@ from rnnkit.extras import require
 from rnnkit.models import module_path
 from rnnkit.models.pooling import AttentionPooling
 from rnnkit.runs import TrainedRun
+from rnnkit.tasks import probabilities
 
 DEFAULT_STEPS = 200
 """Integration points. Max pooling makes the integrand jump where the argmax changes, so the error
@@ -144,7 +145,8 @@ class Explainer:
             tokens, ids = ["<unk>"], np.array([UNK_ID], dtype=np.int64)
         batch = collate([(ids, 0, 0)]).to(self.run.device)
         with torch.no_grad():
-            probs = self.model(batch.token_ids, batch.lengths).softmax(dim=1)[0].cpu()
+            # Multi-label runs: sigmoid per label; "predicted" is then the most probable label.
+            probs = probabilities(self.model(batch.token_ids, batch.lengths), self.run.task)[0].cpu()
         index = self.target_index(target, int(probs.argmax()))
         result = self.attribute(batch, torch.tensor([index]))
         names = self.run.label_names

@@ -8,6 +8,7 @@
     baseline.safetensors        the TF-IDF linear baseline fitted on the same training split
     run.json                    SHA-256 of the files above (see rnnkit.runs.manifest)
     .lock                       held by the process writing the run (see rnnkit.runs.lock)
+    thresholds.json             multi-label runs: each label's decision threshold, tuned on validation
     checkpoints/best.safetensors      best weights by train.monitor (used by evaluate/predict)
     checkpoints/last.safetensors      resumable training state, and previous.safetensors before it
     history.csv                 per-epoch train/validation loss and accuracy, lr, epoch time
@@ -34,9 +35,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from rnnkit import distributed
 from rnnkit.config import Config, load_config
 from rnnkit.data import PreparedData, Vocabulary, prepare_data
+from rnnkit.data.pipeline import Documents
 from rnnkit.errors import CheckpointError
 from rnnkit.io import atomic_write_json, atomic_write_text, exchange, finish_exchange
 from rnnkit.runs import manifest
@@ -63,6 +67,7 @@ class RunDir:
         self.vocab_file = self.path / "vocab.json"
         self.labels_file = self.path / "labels.json"
         self.manifest_file = self.path / manifest.MANIFEST_NAME
+        self.thresholds_file = self.path / "thresholds.json"
         self.history_file = self.path / "history.csv"
         self.metrics_file = self.path / "metrics.json"
         self.report_text_file = self.path / "report.txt"
@@ -191,14 +196,34 @@ class RunDir:
             raise CheckpointError(f"{self.labels_file} must hold a list of class names (strings)")
         return labels
 
-    def prepare_data(self, cfg: Config) -> PreparedData:
+    def write_thresholds(self, label_names: list[str], thresholds: np.ndarray) -> None:
+        """A multi-label run's per-label decision thresholds, by label name."""
+        atomic_write_json(
+            self.thresholds_file,
+            {
+                "tuned_on": "validation",
+                "thresholds": dict(zip(label_names, map(float, thresholds), strict=True)),
+            },
+        )
+
+    def load_thresholds(self, label_names: list[str]) -> np.ndarray | None:
+        """The saved thresholds in label order; ``None`` when the run stopped before tuning them."""
+        if not self.thresholds_file.exists():
+            return None
+        try:
+            saved = json.loads(self.thresholds_file.read_text(encoding="utf-8"))["thresholds"]
+            return np.array([float(saved[name]) for name in label_names], dtype=np.float32)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"cannot read {self.thresholds_file}: {error!r}") from None
+
+    def prepare_data(self, cfg: Config, documents: Documents | None = None) -> PreparedData:
         """The run's data as training saw it, checked against the vocabulary saved with the run.
 
         Used to resume, to evaluate and to explain a split: if the data files or the cache changed
         since the run started, the ids would no longer mean the same words, so that is refused.
         """
         with distributed.main_process_first():  # rank 0 fills the cache, the others read it
-            data = prepare_data(cfg)
+            data = prepare_data(cfg, documents)
         if self.vocab_file.exists() and data.vocab != self.load_vocab():
             raise CheckpointError(
                 f"the data no longer gives the vocabulary saved in {self.vocab_file}: the data files or "

@@ -7,11 +7,13 @@ the best model, rebuilt through the model registry and in eval mode.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +25,9 @@ from rnnkit.models import build_model
 from rnnkit.runs.ensemble import ENSEMBLE_NAME, is_ensemble
 from rnnkit.runs.folder import RunDir
 from rnnkit.runtime import resolve_device
+from rnnkit.tasks import MULTILABEL, SINGLE
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rnnkit.predict import BaselinePredictor, Predictor
@@ -45,6 +50,10 @@ class TrainedRun:
     device: torch.device
     record: dict[str, Any] = field(default_factory=dict)
     """The history row of the best epoch (``epoch``, validation metrics...)."""
+    task: str = SINGLE
+    """``single`` or ``multilabel`` (:mod:`rnnkit.tasks`): softmax and one class, or sigmoids and a set."""
+    thresholds: np.ndarray | None = None
+    """Multi-label: each label's decision threshold, tuned on validation (``None``: 0.5 each)."""
 
     def predictor(self, batch_size: int | None = None) -> Predictor:
         """A :class:`~rnnkit.predict.Predictor` over this run (batch size: ``train.eval_batch_size``)."""
@@ -58,6 +67,8 @@ class TrainedRun:
             tokenizer=self.tokenizer,
             device=self.device,
             batch_size=batch_size or self.config.train.eval_batch_size,
+            task=self.task,
+            thresholds=self.thresholds,
         )
 
     def baseline_predictor(self, temperature: float) -> BaselinePredictor:
@@ -125,6 +136,10 @@ def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
             f"{run.config_file} does not describe the weights in {run.checkpoints.path('best')} "
             f"({' '.join(first.split())[:200]}); restore the run's own config.yaml"
         ) from None
+    task = sizes.get("task", SINGLE)  # runs written before multi-label support are single-label
+    thresholds = run.load_thresholds(label_names) if task == MULTILABEL else None
+    if task == MULTILABEL and thresholds is None:
+        logger.warning("%s has no tuned thresholds (training did not finish): using 0.5 per label", run.path)
     return TrainedRun(
         path=run.path,
         config=cfg,
@@ -135,4 +150,6 @@ def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
         max_length=cfg.data.max_length,
         device=target,
         record=best.meta["record"],
+        task=task,
+        thresholds=thresholds,
     )

@@ -24,6 +24,7 @@ from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.runs import RunDir, TrainedRun, open_run
 from rnnkit.runs.ensemble import EnsembleSpec, read_ensemble, write_ensemble
 from rnnkit.runtime import configure_runtime, resolve_device
+from rnnkit.tasks import MULTILABEL, SINGLE
 from rnnkit.training.metrics import per_class_report, summarize
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def evaluate_ensemble(run_dir: str | os.PathLike[str], split: str = "test") -> d
     text, _ = per_class_report(predictions[split], spec.label_names)
     result: dict[str, Any] = {
         "split": split,
+        "task": SINGLE,
         "metrics": summarize(predictions[split], len(spec.label_names)),
         "best_epoch": None,
         "report": text,
@@ -100,6 +102,11 @@ def evaluate_ensemble(run_dir: str | os.PathLike[str], split: str = "test") -> d
 
 def _open_members(paths: Sequence[Path]) -> list[TrainedRun]:
     members = [open_run(path, resolve_device(RunDir(path).load_config().train.device)) for path in paths]
+    for member in members:
+        if member.task == MULTILABEL:
+            raise ConfigError(
+                f"{member.path} is a multi-label run; rnnkit ensemble averages single-label runs only for now"
+            )
     for member in members[1:]:
         if member.label_names != members[0].label_names:
             raise ConfigError(

@@ -26,7 +26,7 @@ from rnnkit.baseline import LinearBaseline, baseline_monitor, evaluate_baseline,
 from rnnkit.config import Config
 from rnnkit.data import PreparedData, prepare_data
 from rnnkit.data.cache import cache_root
-from rnnkit.data.pipeline import SPLITS
+from rnnkit.data.pipeline import SPLITS, Documents
 from rnnkit.data.tokenizers import names_a_file
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.inference import Predictions, predict_dataset
@@ -36,10 +36,12 @@ from rnnkit.models.footprint import training_footprint
 from rnnkit.runs import RunDir, open_run
 from rnnkit.runs.checkpoint import Checkpoint
 from rnnkit.runtime import available_memory, configure_runtime, resolve_device
+from rnnkit.tasks import MULTILABEL, resolve_monitor
 from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from rnnkit.training.loggers import build_loggers
 from rnnkit.training.metrics import confusion, per_class_report, summarize
 from rnnkit.training.plots import plot_confusion, plot_history
+from rnnkit.training.thresholds import tune_thresholds
 from rnnkit.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -63,12 +65,15 @@ def train(
     *,
     overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
+    documents: Documents | None = None,
 ) -> dict[str, Any]:
     """Train a new run into ``run_dir`` and return its ``metrics.json`` content.
 
     ``callbacks`` run after rnnkit's own (early stopping, best checkpoint, loggers, progress bar).
     With ``overwrite`` an old run in ``run_dir`` stays intact until the new one has loaded its data
     and built its model (see :meth:`RunDir.install_setup`).
+    ``documents`` are in-memory texts and labels in place of ``data.dataset`` (see
+    :func:`rnnkit.data.prepare_data`); such a run cannot be resumed or evaluated from its folder.
     """
     cfg = absolute_paths(cfg)
     check_model_name(cfg.model.name)  # a typo fails before minutes of data preparation
@@ -84,7 +89,7 @@ def train(
         if distributed.is_main_process():
             held.enter_context(run.new_run(overwrite=overwrite))
         held.enter_context(configure_runtime(cfg.train))
-        return _fit(cfg, run, resuming=False, user_callbacks=callbacks)
+        return _fit(cfg, run, resuming=False, user_callbacks=callbacks, documents=documents)
 
 
 def resume(
@@ -121,9 +126,13 @@ def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, 
         data = folder.prepare_data(run.config)
         dataset = getattr(data, split)
         predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
+    if len(dataset) == 0:
+        raise DataError(f"the run's {split} split is empty (data.test_size was 0); evaluate another split")
+    predictions.thresholds = run.thresholds
     text, _ = per_class_report(predictions, run.label_names)
     result = {
         "split": split,
+        "task": run.task,
         "metrics": summarize(predictions, len(run.label_names)),
         "best_epoch": run.record["epoch"],
         "report": text,
@@ -221,7 +230,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[Callback]) -> dict[str, Any]:
+def _fit(
+    cfg: Config,
+    run: RunDir,
+    *,
+    resuming: bool,
+    user_callbacks: Sequence[Callback],
+    documents: Documents | None = None,
+) -> dict[str, Any]:
     _, device = distributed.setup(cfg.train.device)  # under torchrun each rank has its own GPU
     checkpoint = None
     if resuming:
@@ -233,13 +249,18 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         data = run.prepare_data(cfg)
     else:
         with distributed.main_process_first():  # rank 0 fills the cache, the others read it
-            data = prepare_data(cfg)
+            data = prepare_data(cfg, documents)
     if len(data.validation) == 0:
         raise DataError(
             "the validation split is empty; set data.val_size > 0 "
             "(it drives early stopping and the best checkpoint)"
         )
     num_classes = len(data.label_names)
+    task = data.task
+    # Written out resolved, so config.yaml says what early stopping and the best checkpoint followed.
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, monitor=resolve_monitor(cfg.train.monitor, task))
+    )
     seed_everything(cfg.train.seed)
     embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
     longest = int(max(data.train.lengths.max(initial=1), data.validation.lengths.max(initial=1)))
@@ -269,7 +290,7 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         )
     if distributed.get_world_size() > 1:  # own dropout masks per rank; DDP gives all rank 0's weights
         torch.manual_seed(cfg.train.seed + distributed.get_rank())
-    monitor = cfg.train.monitor
+    monitor = cfg.train.monitor  # resolved above
     callbacks = [
         EarlyStopping(monitor, cfg.train.patience),
         BestCheckpoint(monitor),
@@ -277,7 +298,12 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
         *([ProgressBar()] if cfg.train.progress else []),
         *user_callbacks,
     ]
-    info = {"vocab_size": len(data.vocab), "num_classes": num_classes, "embedding_dim": embedding_dim}
+    info = {
+        "vocab_size": len(data.vocab),
+        "num_classes": num_classes,
+        "embedding_dim": embedding_dim,
+        "task": task,
+    }
     trainer = Trainer(
         cfg.train, model, data.train, data.validation, num_classes, device, run.checkpoints, callbacks, info
     )
@@ -292,8 +318,14 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
 
     best = trainer.load_best()
     test, validation = trainer.predict(data.test), trainer.predict(data.validation)
+    if task == MULTILABEL:
+        thresholds = tune_thresholds(validation.probs, validation.labels)
+        test.thresholds = validation.thresholds = thresholds
+        if distributed.is_main_process():
+            run.write_thresholds(data.label_names, thresholds)
     metrics = {
-        "test": summarize(test, num_classes),
+        "task": task,
+        "test": summarize(test, num_classes) if len(test.labels) else None,
         "validation": summarize(validation, num_classes),
         "best_epoch": best["epoch"],
         "epochs_trained": len(trainer.history),
@@ -316,25 +348,42 @@ def _fit(cfg: Config, run: RunDir, *, resuming: bool, user_callbacks: Sequence[C
     # drop the last gather's tensors while Python can still release them: a rank that exits right
     # after that gather can abort during interpreter shutdown (seen in 5 of 160 two-rank runs).
     distributed.barrier()
-    logger.info(
-        "test accuracy %.4f, macro-F1 %.4f (best epoch %d); results in %s",
-        metrics["test"]["accuracy"],
-        metrics["test"]["macro_f1"],
-        metrics["best_epoch"],
-        run.path,
-    )
-    if baseline is not None and "test" in baseline:
-        gap = 100 * (metrics["test"]["accuracy"] - baseline["test"]["accuracy"])
-        logger.info(
-            "TF-IDF baseline (%s) on the same split: test accuracy %.4f, macro-F1 %.4f; %s is %.1f points %s",
-            baseline["model"],
-            baseline["test"]["accuracy"],
-            baseline["test"]["macro_f1"],
-            cfg.model.name,
-            abs(gap),
-            "above it" if gap >= 0 else "below it",
-        )
+    logger.info("%s (best epoch %d); results in %s", headline(metrics), metrics["best_epoch"], run.path)
+    if baseline is not None and metrics["test"] is not None and "test" in baseline:
+        logger.info("%s", versus_baseline(metrics, cfg.model.name))
     return metrics
+
+
+def headline(metrics: dict[str, Any], split: str = "test") -> str:
+    """The scores a person reads first: accuracy and macro-F1, or for multi-label runs micro-,
+    macro-F1 and subset accuracy."""
+    scores = metrics[split]
+    if scores is None:
+        return f"no {split} split (data.test_size is 0)"
+    return f"{split} {scores_text(scores, metrics.get('task'))}"
+
+
+def scores_text(scores: dict[str, float], task: str | None) -> str:
+    """``accuracy A  macro-F1 F``, or ``micro-F1 M  macro-F1 F  subset accuracy A`` for multi-label."""
+    if task == MULTILABEL:
+        return (
+            f"micro-F1 {scores['micro_f1']:.4f}  macro-F1 {scores['macro_f1']:.4f}  "
+            f"subset accuracy {scores['accuracy']:.4f}"
+        )
+    return f"accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}"
+
+
+def versus_baseline(metrics: dict[str, Any], model_name: str, split: str = "test") -> str:
+    """The baseline's scores on ``split`` and how far the network is above or below it, in points of
+    the headline score (accuracy, or micro-F1 for multi-label runs)."""
+    baseline, task = metrics["baseline"], metrics.get("task")
+    key = "micro_f1" if task == MULTILABEL else "accuracy"
+    gap = 100 * (metrics[split][key] - baseline[split][key])
+    return (
+        f"TF-IDF baseline ({baseline['model']}) on the same split: {split} "
+        f"{scores_text(baseline[split], task)}; {model_name} is {abs(gap):.1f} points "
+        f"{'above' if gap >= 0 else 'below'} it"
+    )
 
 
 def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | None:
@@ -346,6 +395,9 @@ def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | 
     """
     if not cfg.train.baseline:
         return None
+    if data.task == MULTILABEL:
+        logger.warning("TF-IDF baseline skipped: not yet available for multi-label runs")
+        return {"skipped": "not yet available for multi-label runs"}
     started = time.perf_counter()
     vocab_size, num_classes = len(data.vocab), len(data.label_names)
     splits = {name: (data.token_ids[name], getattr(data, name).labels) for name in SPLITS}
@@ -362,6 +414,8 @@ def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | 
             return {"skipped": str(error)}
         model.save(run.baseline_file)
     del splits["train"]
+    if len(data.test) == 0:  # data.test_size 0
+        del splits["test"]
     summary = {
         "model": model.model,
         "features": len(model.features),
@@ -369,11 +423,10 @@ def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | 
         "time_s": round(time.perf_counter() - started, 3),
     }
     logger.info(
-        "TF-IDF baseline (%s, %.1f s): validation accuracy %.4f, macro-F1 %.4f: the score to beat",
+        "TF-IDF baseline (%s, %.1f s): validation %s: the score to beat",
         summary["model"],
         summary["time_s"],
-        summary["validation"]["accuracy"],
-        summary["validation"]["macro_f1"],
+        scores_text(summary["validation"], data.task),
     )
     return summary
 
@@ -410,24 +463,24 @@ def _write_reports(
     history: list[dict[str, Any]],
     metrics: dict[str, Any],
 ) -> None:
-    text, table = per_class_report(test, label_names)
-    baseline = metrics.get("baseline", {})
-    if "test" in baseline:
-        text += (
-            f"\nTF-IDF baseline on the same split ({baseline['model']}): "
-            f"accuracy {baseline['test']['accuracy']:.4f}, macro-F1 {baseline['test']['macro_f1']:.4f}\n"
-        )
-    atomic_write_text(run.report_text_file, text)
-    atomic_write_json(run.report_json_file, table)
+    if len(test.labels):  # none when data.test_size is 0
+        text, table = per_class_report(test, label_names)
+        baseline = metrics.get("baseline", {})
+        if "test" in baseline:
+            text += (
+                f"\nTF-IDF baseline on the same split ({baseline['model']}): "
+                f"{scores_text(baseline['test'], metrics.get('task'))}\n"
+            )
+        atomic_write_text(run.report_text_file, text)
+        atomic_write_json(run.report_json_file, table)
     atomic_write_json(run.metrics_file, metrics)  # its presence means the run is complete
     # The figures come last and may fail (a huge label set, a broken font cache...) without losing
     # the trained model or its scores; the run says so and stays complete.
-    figures = {
-        run.curves_file: lambda: plot_history(history, run.curves_file),
-        run.confusion_file: lambda: plot_confusion(
+    figures = {run.curves_file: lambda: plot_history(history, run.curves_file)}
+    if len(test.labels) and test.task != MULTILABEL:  # a label set has no single predicted class
+        figures[run.confusion_file] = lambda: plot_confusion(
             confusion(test, len(label_names)), label_names, run.confusion_file
-        ),
-    }
+        )
     for path, draw in figures.items():
         try:
             draw()

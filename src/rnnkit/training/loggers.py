@@ -16,6 +16,7 @@ from rnnkit import distributed
 from rnnkit.config import Config
 from rnnkit.figures import figure_pixels
 from rnnkit.inference import Predictions
+from rnnkit.tasks import MULTILABEL
 from rnnkit.training.callbacks import Callback, HistoryCSV
 from rnnkit.training.metrics import confusion
 from rnnkit.training.plots import confusion_figure
@@ -120,13 +121,15 @@ class TensorBoardLogger(Callback):
         scores = {
             f"hparam/{split}_{name}": metrics[split][name]
             for split in ("test", "validation")
+            if metrics[split] is not None  # no test split when data.test_size is 0
             for name in ("accuracy", "macro_f1", "loss")
         }
         self.writer.add_hparams(self.hparams, scores, run_name=".", global_step=trainer.global_step)
-        figure = confusion_figure(confusion(test, len(self.label_names)), self.label_names)
-        self.writer.add_image(
-            "test/confusion_matrix", figure_pixels(figure), trainer.global_step, dataformats="HWC"
-        )
+        if len(test.labels) and test.task != MULTILABEL:  # label sets have no confusion matrix
+            figure = confusion_figure(confusion(test, len(self.label_names)), self.label_names)
+            self.writer.add_image(
+                "test/confusion_matrix", figure_pixels(figure), trainer.global_step, dataformats="HWC"
+            )
         self.close()
 
     def on_fit_end(self, trainer: Trainer) -> None:

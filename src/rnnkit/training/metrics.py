@@ -10,36 +10,43 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, hamming_loss
 
 from rnnkit.inference import Predictions
+from rnnkit.tasks import MULTILABEL
+
+SINGLE_LABEL_METRICS = ("loss", "accuracy", "macro_f1", "weighted_f1")
+MULTILABEL_METRICS = (*SINGLE_LABEL_METRICS, "micro_f1", "samples_f1", "hamming_loss")
+"""Multi-label ``accuracy`` is subset accuracy: the document's whole label set predicted exactly."""
 
 
 def summarize(predictions: Predictions, num_classes: int) -> dict[str, float]:
-    """Loss, accuracy and macro/weighted F1 (over all ``num_classes``, present or not)."""
+    """Loss, accuracy and macro/weighted F1 (over all ``num_classes``, present or not); for
+    multi-label predictions also micro- and samples-F1 and the Hamming loss."""
     labels, predicted = predictions.labels, predictions.predicted
+    multilabel = predictions.task == MULTILABEL
+    names = MULTILABEL_METRICS if multilabel else SINGLE_LABEL_METRICS
     if len(labels) == 0:
-        return {
-            "loss": float("nan"),
-            "accuracy": float("nan"),
-            "macro_f1": float("nan"),
-            "weighted_f1": float("nan"),
-        }
+        return dict.fromkeys(names, float("nan"))
     classes = list(range(num_classes))
+    averages = ("macro", "weighted", "micro", "samples") if multilabel else ("macro", "weighted")
     f1 = {
-        avg: f1_score(labels, predicted, labels=classes, average=avg, zero_division=0)
-        for avg in ("macro", "weighted")
+        avg: float(f1_score(labels, predicted, labels=classes, average=avg, zero_division=0))
+        for avg in averages
     }
-    return {
+    summary = {
         "loss": float(predictions.losses.mean()),
         "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(f1["macro"]),
-        "weighted_f1": float(f1["weighted"]),
+        **{f"{avg}_f1": value for avg, value in f1.items()},
     }
+    if multilabel:
+        summary["hamming_loss"] = float(hamming_loss(labels, predicted))
+    return summary
 
 
 def per_class_report(predictions: Predictions, label_names: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """scikit-learn's classification report as text (for people) and as a mapping (for JSON)."""
+    """scikit-learn's classification report as text (for people) and as a mapping (for JSON);
+    per label, with micro/macro/weighted/samples averages, for multi-label predictions."""
     args = {
         "y_true": predictions.labels,
         "y_pred": predictions.predicted,
@@ -52,5 +59,5 @@ def per_class_report(predictions: Predictions, label_names: Sequence[str]) -> tu
 
 
 def confusion(predictions: Predictions, num_classes: int) -> np.ndarray:
-    """Counts: row = true class, column = predicted class."""
+    """Counts: row = true class, column = predicted class (single-label predictions only)."""
     return confusion_matrix(predictions.labels, predictions.predicted, labels=list(range(num_classes)))

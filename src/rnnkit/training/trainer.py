@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rnnkit import distributed
@@ -45,6 +44,7 @@ from rnnkit.runs.checkpoint import (
     restore_rng,
 )
 from rnnkit.runtime import amp_dtype
+from rnnkit.tasks import MULTILABEL, exact_matches, example_losses, positive_weights, resolve_monitor, task_of
 from rnnkit.training.callbacks import Callback
 from rnnkit.training.metrics import summarize
 
@@ -75,6 +75,8 @@ class Trainer:
     ``model_info`` is saved with the best weights so the model can be rebuilt from the file alone.
     Any ``nn.Module`` taking ``(token_ids, lengths)`` and returning logits can be trained; if it has
     a ``prepare_for_training()`` method, that is called once, after the model is on its device.
+    The task (single- or multi-label, :mod:`rnnkit.tasks`) follows ``train``'s labels, and
+    ``train.monitor: auto`` becomes that task's default.
     """
 
     def __init__(
@@ -89,7 +91,8 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         model_info: dict[str, Any] | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.task = task_of(train.labels)
+        self.cfg = cfg = dataclasses.replace(cfg, monitor=resolve_monitor(cfg.monitor, self.task))
         self.device = device
         self.raw_model = model.to(device)
         prepare = getattr(self.raw_model, "prepare_for_training", None)
@@ -112,7 +115,12 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         # float16 needs loss scaling against underflow; bfloat16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
-        self.class_weights = class_weights(cfg.class_weights, train.labels, num_classes, device)
+        # Class weights: per document for one class each, per label's positives (pos_weight) for sets.
+        self.class_weights, self.pos_weight = None, None
+        if self.task == MULTILABEL and cfg.class_weights == "balanced":
+            self.pos_weight = positive_weights(train.labels, device)
+        elif self.task != MULTILABEL:
+            self.class_weights = class_weights(cfg.class_weights, train.labels, num_classes, device)
         self.sampler = BucketBatchSampler(
             train.lengths,
             cfg.batch_size,
@@ -161,15 +169,15 @@ class Trainer:
         """Forward, loss, backward, clip, step; a non-finite loss stops before any update."""
         with autocast(self.device, self.amp):
             logits = self.model(batch.token_ids, batch.lengths)
-        losses = F.cross_entropy(
-            logits.float(), batch.labels, reduction="none", label_smoothing=self.cfg.label_smoothing
+        losses = example_losses(
+            logits.float(), batch.labels, self.task, self.pos_weight, label_smoothing=self.cfg.label_smoothing
         )
         weights = (
             self.class_weights[batch.labels] if self.class_weights is not None else torch.ones_like(losses)
         )
         loss = distributed.global_mean((losses * weights).sum(), weights.sum())
         loss_sum, correct = torch.stack(
-            [losses.detach().sum(), (logits.argmax(1) == batch.labels).sum()]
+            [losses.detach().sum(), exact_matches(logits.detach(), batch.labels, self.task)]
         ).tolist()
         if not math.isfinite(loss_sum):
             raise RnnkitError(
@@ -205,18 +213,22 @@ class Trainer:
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
+            **({"val_micro_f1": val["micro_f1"]} if self.task == MULTILABEL else {}),
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": round(self.running.seconds + time.perf_counter() - started, 3),
         }
         self.history.append(record)
+        micro = f" micro-F1 {record['val_micro_f1']:.4f}" if "val_micro_f1" in record else ""
         logger.info(
-            "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f | lr %.2e | %.1fs",
+            "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f%s"
+            " | lr %.2e | %.1fs",
             record["epoch"],
             self.cfg.epochs,
             *(
                 record[k]
                 for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
             ),
+            micro,
             record["lr"],
             record["epoch_time_s"],
         )
@@ -359,7 +371,8 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
 def class_weights(
     mode: str, labels: np.ndarray, num_classes: int, device: torch.device
 ) -> torch.Tensor | None:
-    """``balanced``: weight ``n / (classes * count)`` per class, as in scikit-learn; ``none``: None."""
+    """``balanced``: weight ``n / (classes * count)`` per class, as in scikit-learn; ``none``: None.
+    (Multi-label runs weigh each label's positives instead: :func:`rnnkit.tasks.positive_weights`.)"""
     if mode != "balanced":
         return None
     counts = np.bincount(labels, minlength=num_classes).clip(min=1)
