@@ -12,12 +12,12 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
+from test_trainer import cli_args, tiny_settings, train_tiny_run, write_corpus
 
 from rnnkit import baseline as baseline_module
 from rnnkit.baseline import LinearBaseline, evaluate_baseline, fit_baseline, fit_temperature, softmax
 from rnnkit.cli import main
 from rnnkit.training import experiment
-from tests.test_trainer import cli_args, tiny_settings, train_tiny_run, write_corpus
 
 VOCAB = 40
 
@@ -155,7 +155,8 @@ def test_a_baseline_that_cannot_be_fitted_is_one_log_line_and_the_run_completes(
 def test_the_cli_prints_the_baseline_beside_the_test_accuracy(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.csv")
     assert main(["train", "-q", "--run-dir", str(tmp_path / "run"), *cli_args(tiny_settings(corpus))]) == 0
-    assert re.search(r"test accuracy [01]\.\d{4} .*\(TF-IDF baseline [01]\.\d{4}\)", capsys.readouterr().out)
+    scores = r"accuracy [01]\.\d{4}  macro-F1 [01]\.\d{4}"
+    assert re.search(rf"test {scores} .*\(TF-IDF baseline {scores}\)", capsys.readouterr().out)
     assert main(["evaluate", "--run-dir", str(tmp_path / "run")]) == 0
     assert "TF-IDF baseline (" in capsys.readouterr().out
 

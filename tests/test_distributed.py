@@ -333,10 +333,10 @@ import os, sys
 from rnnkit.errors import DataError
 from rnnkit.training import experiment
 original = experiment.prepare_data
-def prepare_data(cfg):
+def prepare_data(cfg, *args, **kwargs):
     if os.environ["RANK"] == "1":
         raise DataError("rank 1 cannot read its data")
-    return original(cfg)
+    return original(cfg, *args, **kwargs)
 experiment.prepare_data = prepare_data
 from rnnkit.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -60,11 +60,16 @@ def _assert_dataset(dataset: TextDataset) -> None:
     """What every loader promises, whatever the input."""
     assert isinstance(dataset, TextDataset)
     assert all(isinstance(text, str) for text in dataset.texts)
-    assert dataset.labels.dtype == np.int64 and len(dataset.labels) == len(dataset.texts)
+    assert len(dataset.labels) == len(dataset.texts)
     assert len(set(dataset.label_names)) == len(dataset.label_names)
     assert all(isinstance(name, str) for name in dataset.label_names)
-    if len(dataset):
-        assert dataset.labels.min() >= 0 and dataset.labels.max() < len(dataset.label_names)
+    if dataset.labels.ndim == 2:  # multi-label: a 0/1 row per document over all label names
+        assert dataset.labels.dtype == np.float32 and dataset.labels.shape[1] == len(dataset.label_names)
+        assert set(np.unique(dataset.labels)) <= {0.0, 1.0}
+    else:
+        assert dataset.labels.dtype == np.int64
+        if len(dataset):
+            assert dataset.labels.min() >= 0 and dataset.labels.max() < len(dataset.label_names)
     assert all(isinstance(v, int) and v >= 0 for v in dataset.stats.values())
 
 
@@ -296,11 +301,18 @@ def test_jsonl_with_labels_of_any_type_loads_every_labelled_record_and_counts_th
     text = ("\n\n  \n" if blank_lines else "\n").join(lines)
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     dataset = _load_or_reject(load_jsonl, path)
-    assert dataset is not None
     kept = [r for r in records if not _blank(r["label"])]
+    expected = _expected_label_sets([r["label"] for r in kept])
+    if expected is None:  # lists mixed with single labels, a list inside a list, or no name at all
+        assert dataset is None
+        return
+    assert dataset is not None
     assert dataset.stats["missing_label"] == len(records) - len(kept)
     assert len(dataset) == len(kept)
-    assert [dataset.label_names[i] for i in dataset.labels] == normalise_labels([r["label"] for r in kept])
+    if isinstance(expected, list) and dataset.labels.ndim == 2:
+        assert [_row_names(dataset, row) for row in dataset.labels] == expected
+    else:
+        assert [dataset.label_names[i] for i in dataset.labels] == expected
     for loaded, record in zip(dataset.texts, kept, strict=True):
         if isinstance(record["text"], str):
             assert loaded == record["text"] or "\ufffd" in loaded  # lone surrogates are replaced
@@ -321,6 +333,26 @@ def test_any_bytes_as_jsonl_load_or_give_a_data_error(tmp_path, content):
 def _blank(label: Any) -> bool:
     """No label: missing, null or only whitespace; such records are skipped and counted."""
     return label is None or (isinstance(label, str) and not label.strip())
+
+
+def _expected_label_sets(labels: list[Any]) -> list[Any] | None:
+    """What the loader should make of these labels: single labels as normalise_labels reads them when
+    none is a list; sorted (normalised) name lists when all are lists of names (a multi-label file); ``None`` (a DataError)
+    for a mix, a list holding a list, a dict or null, or lists that name no label at all."""
+    is_list = [isinstance(label, list) for label in labels]
+    if not any(is_list):
+        return normalise_labels(labels)
+    if not all(is_list):
+        return None
+    if any(isinstance(item, (list, dict)) or item is None for label in labels for item in label):
+        return None
+    names = iter(normalise_labels([item for label in labels for item in label]))  # items of lists too
+    sets = [sorted({next(names) for _ in label} - {""}) for label in labels]
+    return sets if any(sets) else None
+
+
+def _row_names(dataset: TextDataset, row: np.ndarray) -> list[str]:
+    return sorted(dataset.label_names[i] for i in np.flatnonzero(row))
 
 
 # ------------------------------------------------------------------------------------------- folder
@@ -351,14 +383,24 @@ def test_a_class_folder_tree_loads_every_file_whatever_its_bytes(classes):
         dataset = load_folder(root)
     _assert_dataset(dataset)
     assert sorted(dataset.label_names) == sorted(classes)
-    assert len(dataset) == sum(map(len, classes.values()))
+    # The same file name with the same bytes in several class folders is one document with all
+    # those labels; the data is then multi-label.
+    documents: dict[tuple[int, bytes], set[str]] = {}
+    for name, files in classes.items():
+        for i, content in enumerate(files):
+            documents.setdefault((i, content), set()).add(name)
+    assert len(dataset) == len(documents)
+    if any(len(names) > 1 for names in documents.values()):
+        loaded = sorted(_row_names(dataset, row) for row in dataset.labels)
+        assert loaded == sorted(sorted(names) for names in documents.values())
+    else:
+        assert dataset.labels.ndim == 1
     undecodable = 0
-    for files in classes.values():
-        for content in files:
-            try:
-                content.decode("utf-8")
-            except UnicodeDecodeError:
-                undecodable += 1
+    for _, content in documents:
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable += 1
     assert dataset.stats["undecodable_docs"] == undecodable
 
 

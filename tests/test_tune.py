@@ -136,7 +136,7 @@ def test_a_pruned_trial_reports_every_epoch_then_stops_as_a_complete_run(tmp_pat
     corpus = write_corpus(tmp_path / "corpus.csv")
     trial = StubTrial(prune_at=2)
     cfg = load_config(overrides=tiny_settings(corpus, **{"train.epochs": 5}))
-    metrics = experiment.train(cfg, tmp_path / "run", callbacks=[TrialPruning(trial, "val_accuracy")])
+    metrics = experiment.train(cfg, tmp_path / "run", callbacks=[TrialPruning(trial)])
     assert [step for step, _ in trial.reported] == [1, 2]
     assert trial.attrs == {PRUNED_AT: 2}
     assert metrics["epochs_trained"] == 2 and (tmp_path / "run" / "metrics.json").is_file()

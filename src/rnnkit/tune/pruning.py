@@ -23,15 +23,15 @@ PRUNED_AT = "pruned_at_epoch"
 
 
 class TrialPruning(Callback):
-    """Report ``monitor`` to an Optuna ``trial`` each epoch; stop training when it should be pruned."""
+    """Report the run's monitor to an Optuna ``trial`` each epoch; stop training when it should be
+    pruned. The trainer's resolved ``train.monitor`` is read, so ``auto`` follows the data's task."""
 
-    def __init__(self, trial: Any, monitor: str) -> None:
+    def __init__(self, trial: Any) -> None:
         self.trial = trial
-        self.monitor = monitor
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         epoch = record["epoch"]
-        self.trial.report(record[self.monitor], epoch)
+        self.trial.report(record[trainer.cfg.monitor], epoch)
         if self.trial.should_prune():
             self.trial.set_user_attr(PRUNED_AT, epoch)
             trainer.should_stop = True

@@ -24,6 +24,7 @@ import dataclasses
 import fcntl
 import importlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -47,7 +48,13 @@ from rnnkit.tune.studydir import NOT_COMPARED, StudyDir, StudyError, first_diffe
 logger = logging.getLogger(__name__)
 
 STUDY_NAME = "rnnkit"
-SCORE_OF_MONITOR = {"val_accuracy": "accuracy", "val_macro_f1": "macro_f1", "val_loss": "loss"}
+SCORE_OF_MONITOR = {
+    "val_accuracy": "accuracy",
+    "val_macro_f1": "macro_f1",
+    "val_micro_f1": "micro_f1",
+    "val_loss": "loss",
+}
+"""The validation score each resolved ``train.monitor`` reads (``auto`` resolves per run, by task)."""
 FAILURES_IN_A_ROW = 5
 """A worker stops after this many failed trials in a row: the cause is the setup, not the trials."""
 
@@ -188,7 +195,7 @@ def run_trial(study: Any, trial: Any, base: Config, search: SearchSpace, plan: P
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))
         trial.set_user_attr("run_dir", f"trials/{trial.number}")
         trial.set_user_attr("max_epochs", cfg.train.epochs)
-        callbacks = [TrialPruning(trial, plan.monitor)]
+        callbacks = [TrialPruning(trial)]
         with quiet_training(not plan.verbose):
             metrics = run_or_resume(cfg, folder.trial_dir(trial.number), callbacks, plan.threads)
     except Exception as error:  # any dead trial: recorded, and the study goes on
@@ -204,12 +211,13 @@ def run_trial(study: Any, trial: Any, base: Config, search: SearchSpace, plan: P
         "wall_s": previous_s + time.perf_counter() - started,
         "epochs": metrics["epochs_trained"],
         "train_time_s": metrics["train_time_s"],
-        "test_accuracy": metrics["test"]["accuracy"],
-        "test_macro_f1": metrics["test"]["macro_f1"],
+        "monitor": metrics["monitor"],  # resolved: auto becomes val_accuracy or val_micro_f1
+        "test_accuracy": (metrics["test"] or {}).get("accuracy", math.nan),  # None: data.test_size 0
+        "test_macro_f1": (metrics["test"] or {}).get("macro_f1", math.nan),
     }
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    score = metrics["validation"][SCORE_OF_MONITOR[plan.monitor]]
+    score = metrics["validation"][SCORE_OF_MONITOR[metrics["monitor"]]]
     trial.set_user_attr("score", score)
     pruned = PRUNED_AT in trial.user_attrs
     if pruned:
@@ -235,6 +243,7 @@ def run_trial(study: Any, trial: Any, base: Config, search: SearchSpace, plan: P
 def summarize(folder: StudyDir, study: Any, base: Config, search: SearchSpace, monitor: str) -> TuneResult:
     """Write the table, best.yaml and the plots; return the table and what to say about them."""
     trials = study.get_trials(deepcopy=False)
+    monitor = _resolved_monitor(trials, monitor)
     headers, rows = _write_progress(folder, study, base, search, monitor)
     notes = []
     best = _best(study)
@@ -263,6 +272,7 @@ def _write_progress(
 ) -> tuple[list[str], list[list[Any]]]:
     """The trials table and best.yaml as of now, so a running study can be watched."""
     trials = study.get_trials(deepcopy=False)
+    monitor = _resolved_monitor(trials, monitor)
     headers, rows = report.trials_table(trials, [param.key for param in search.params], monitor)
     report.write_tables(folder, headers, rows)
     best = _best(study)
@@ -270,6 +280,12 @@ def _write_progress(
         finished = sum(trial.state.name in ("COMPLETE", "PRUNED") for trial in trials)
         report.write_best_config(folder, best, monitor, base, finished)
     return headers, rows
+
+
+def _resolved_monitor(trials: Any, monitor: str) -> str:
+    """``train.monitor`` as the finished trials resolved it (``auto`` follows the data's task)."""
+    resolved = {trial.user_attrs["monitor"] for trial in trials if "monitor" in trial.user_attrs}
+    return resolved.pop() if monitor == "auto" and len(resolved) == 1 else monitor
 
 
 def _definition(
