@@ -336,9 +336,10 @@ def _blank(label: Any) -> bool:
 
 
 def _expected_label_sets(labels: list[Any]) -> list[Any] | None:
-    """What the loader should make of these labels: single labels as normalise_labels reads them when
-    none is a list; sorted (normalised) name lists when all are lists of names (a multi-label file); ``None`` (a DataError)
-    for a mix, a list holding a list, a dict or null, or lists that name no label at all."""
+    """What the loader should make of these labels: single labels as normalise_labels reads them
+    when none is a list; sorted (normalised) name lists when all are lists of names (a multi-label
+    file); ``None`` (a DataError) for a mix, a list holding a list, a dict or null, or lists that
+    name no label at all."""
     is_list = [isinstance(label, list) for label in labels]
     if not any(is_list):
         return normalise_labels(labels)

@@ -156,3 +156,72 @@ def test_bad_label_data_at_the_command_line_is_exit_2_and_one_line(tmp_path: Pat
     unlabelled.write_text('{"text": "a b", "labels": []}\n{"text": "c d", "labels": []}\n')
     argv = ["train", "--run-dir", str(tmp_path / "run"), *cli_args(multilabel_settings(unlabelled))]
     fails_with(capsys, argv, "no document has a label")
+
+
+# ------------------------------------------------- the run's readers: evaluate --data, predict, serve
+
+
+def test_evaluate_data_takes_labels_the_run_never_saw_out_of_the_label_sets(run_dir: Path, caplog) -> None:
+    from rnnkit.training.new_data import evaluate_data
+
+    path = run_dir.parent / "new.jsonl"
+    records = [
+        {"text": "puck goal ice", "labels": ["hockey", "cooking"]},
+        {"text": "orbit rocket", "labels": ["space"]},
+        {"text": "the a of", "labels": ["cooking"]},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    result = evaluate_data(run_dir, path)
+    assert result["task"] == "multilabel" and result["documents"] == result["scored"] == 3
+    assert result["unseen_labels"] == {"cooking": 2} and "cooking (2)" in caplog.text
+    names = rnnkit.load(run_dir).label_names
+    predicted = rnnkit.load(run_dir).predict([r["text"] for r in records])
+    truth = [[1.0 if name in ("hockey",) else 0.0 for name in names], [float(n == "space") for n in names]]
+    truth.append([0.0] * len(names))
+    chosen = [[float(name in labels) for name in names] for labels in predicted]
+    hamming = np.mean(np.array(truth) != np.array(chosen))
+    assert result["metrics"]["hamming_loss"] == pytest.approx(hamming)
+
+
+def test_predict_output_writes_each_label_set_in_jsonl_and_csv(run_dir: Path, tmp_path: Path) -> None:
+    texts = ["orbit rocket nasa moon puck goal", "the a of"]
+    expected = rnnkit.load(run_dir).predict_scored(texts)
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "-q", "--run-dir", str(run_dir), *texts, "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["labels"] for row in rows] == [[name for name, _ in pairs] for pairs in expected]
+    assert [row["probabilities"] for row in rows] == [[p for _, p in pairs] for pairs in expected]
+    assert (
+        main(["predict", "-q", "--run-dir", str(run_dir), *texts, "--output", str(tmp_path / "p.csv")]) == 0
+    )
+    with (tmp_path / "p.csv").open(newline="") as handle:
+        cells = list(csv.DictReader(handle))
+    assert [cell["labels"] for cell in cells] == ["|".join(name for name, _ in pairs) for pairs in expected]
+
+
+def test_serve_answers_with_each_texts_label_set(run_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from rnnkit.serve import create_app
+
+    texts = ["orbit rocket nasa moon puck goal", "the a of"]
+    with TestClient(create_app(open_run(run_dir))) as client:
+        answer = client.post("/predict", json={"texts": texts, "top_k": 2}).json()["predictions"]
+    expected = rnnkit.load(run_dir).predict_scored(texts)
+    for prediction, pairs in zip(answer, expected, strict=True):
+        assert [item["label"] for item in prediction["labels"]] == [name for name, _ in pairs]
+        assert [item["probability"] for item in prediction["labels"]] == pytest.approx([p for _, p in pairs])
+        assert len(prediction["top_k"]) == 2
+
+
+def test_export_refuses_a_multilabel_run_in_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:
+    argv = ["export", "--run-dir", str(run_dir), "--format", "torchscript", "--out", str(tmp_path / "e")]
+    fails_with(capsys, argv, "multi-label run", "rnnkit predict")
+    assert not (tmp_path / "e").exists()
+
+
+def test_data_whose_documents_all_have_the_same_labels_is_refused(tmp_path: Path, capsys) -> None:
+    same = tmp_path / "same.jsonl"
+    same.write_text("".join(json.dumps({"text": f"w{i} x", "labels": ["a", "b"]}) + "\n" for i in range(20)))
+    argv = ["train", "--run-dir", str(tmp_path / "run"), *cli_args(multilabel_settings(same))]
+    fails_with(capsys, argv, "every training document has the same labels ('a', 'b')")

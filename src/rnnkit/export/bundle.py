@@ -22,6 +22,7 @@ from rnnkit import __version__
 from rnnkit.export.formats import FORMATS, INPUTS, MODEL_FILES, ONNX_OPSET, OUTPUTS, ExportError, write
 from rnnkit.models import module_path
 from rnnkit.runs import TrainedRun
+from rnnkit.tasks import MULTILABEL
 
 MANIFEST = "export.json"
 
@@ -32,6 +33,11 @@ def export_run(
     """Write ``run``'s model as ``fmt`` with everything needed to use it into ``out``; return the manifest."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r} is not a format; use one of {', '.join(FORMATS)}")
+    if run.task == MULTILABEL:
+        raise ExportError(
+            f"{run.path} is a multi-label run; export writes single-label (softmax) models only for now: "
+            "classify with rnnkit predict, rnnkit serve or rnnkit.load"
+        )
     target = Path(out)
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from rnnkit.extras import require
 from rnnkit.runs import TrainedRun
 from rnnkit.serve.batching import MicroBatcher
 from rnnkit.serve.limits import BodySizeLimit
+from rnnkit.tasks import decide
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ def create_app(run: TrainedRun, settings: ServeSettings | None = None) -> Any:
         label: str
         probability: float
         top_k: list[LabelProbability]
+        labels: list[LabelProbability] | None = pydantic.Field(
+            None, description="multi-label runs: the text's label set (at the run's thresholds), best first"
+        )
 
     class PredictResponse(pydantic.BaseModel):
         predictions: list[Prediction]
@@ -119,15 +123,22 @@ def create_app(run: TrainedRun, settings: ServeSettings | None = None) -> Any:
     async def http_error(request: Any, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=errors)
     async def predict(request: PredictRequest) -> PredictResponse:
-        """Labels and probabilities for each text, with the ``top_k`` most probable classes."""
+        """Labels and probabilities for each text, with the ``top_k`` most probable classes (and for
+        a multi-label run its label set, ``labels``, possibly empty)."""
         probabilities = await batcher.classify(request.texts)
+        chosen = decide(probabilities, predictor.task, predictor.thresholds)
         predictions = []
-        for row in probabilities:
-            order = row.argsort(kind="stable")[::-1][: request.top_k]
-            top = [LabelProbability(label=labels[i], probability=float(row[i])) for i in order]
-            predictions.append(Prediction(label=top[0].label, probability=top[0].probability, top_k=top))
+        for row, picked in zip(probabilities, chosen, strict=True):
+            order = row.argsort(kind="stable")[::-1]
+            top = [LabelProbability(label=labels[i], probability=float(row[i])) for i in order[: request.top_k]]
+            prediction = Prediction(label=top[0].label, probability=top[0].probability, top_k=top)
+            if predictor.multilabel:
+                prediction.labels = [
+                    LabelProbability(label=labels[i], probability=float(row[i])) for i in order if picked[i]
+                ]
+            predictions.append(prediction)
         return PredictResponse(predictions=predictions)
 
     @app.get("/health")
