@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trainer import train_tiny_run
 
 import rnnkit
 from rnnkit.cli import main
@@ -14,7 +15,6 @@ from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.inference import predict_dataset
 from rnnkit.runs import open_run
 from rnnkit.training.ensemble import create_ensemble
-from tests.test_trainer import train_tiny_run
 
 TEXTS = ["space rocket orbit", "hockey goal team season", "nothing in particular"]
 

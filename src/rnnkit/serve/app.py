@@ -132,12 +132,11 @@ def create_app(run: TrainedRun, settings: ServeSettings | None = None) -> Any:
         predictions = []
         for row, picked in zip(probabilities, chosen, strict=True):
             order = row.argsort(kind="stable")[::-1]
-            top = [LabelProbability(label=labels[i], probability=float(row[i])) for i in order[: request.top_k]]
+            scored = [LabelProbability(label=labels[i], probability=float(row[i])) for i in order]
+            top = scored[: request.top_k]
             prediction = Prediction(label=top[0].label, probability=top[0].probability, top_k=top)
             if predictor.multilabel:
-                prediction.labels = [
-                    LabelProbability(label=labels[i], probability=float(row[i])) for i in order if picked[i]
-                ]
+                prediction.labels = [pair for pair, i in zip(scored, order, strict=True) if picked[i]]
             predictions.append(prediction)
         return PredictResponse(predictions=predictions)
 
