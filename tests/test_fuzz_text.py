@@ -374,6 +374,7 @@ folder_names = st.text(
         max_size=4,
     )
 )
+@example(classes={"0": [b""], "\r": [b""]})  # one file in two folders: labels named as on disk
 def test_a_class_folder_tree_loads_every_file_whatever_its_bytes(classes):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -132,8 +132,11 @@ def encode_labels(
 
 
 def _label_set(value: Any) -> list[str]:
-    """One document's labels as names: a list's items (blank ones dropped), or a single value."""
-    return sorted({str(item).strip() for item in _label_items(value)} - {""})
+    """One document's labels as names: a list's items (empty ones dropped), or a single value.
+
+    Names are kept as given (a file's labels were normalised before, a class folder's are its name).
+    """
+    return sorted({str(item) for item in _label_items(value)} - {""})
 
 
 def _label_items(value: Any) -> list[Any]:
