@@ -179,6 +179,27 @@ def test_csv_has_one_column_pair_per_extra_class_and_text_only_when_asked(tmp_pa
     ]
 
 
+def test_label_sets_are_lists_in_jsonl_and_joined_cells_in_csv_and_an_empty_set_is_not_blank(tmp_path):
+    predicted = [(Document(1, "x"), TOP[0]), (Document(2, "y"), []), (Document(3, " "), [])]
+    tally = write_predictions(tmp_path / "out.jsonl", "line", iter(predicted), False, 0, label_sets=True)
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert lines == [
+        {"line": 1, "labels": ["space", "hockey"], "probabilities": [0.9, 0.06]},
+        {"line": 2, "labels": [], "probabilities": []},
+        {"line": 3, "labels": None, "probabilities": None},
+    ]
+    assert (tally.rows, tally.blank) == (3, 1)
+    write_predictions(tmp_path / "out.csv", "line", iter(predicted), True, 0, label_sets=True)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle))
+    assert table == [
+        ["line", "text", "labels", "probabilities"],
+        ["1", "x", "space|hockey", "0.9|0.06"],
+        ["2", "y", "", ""],
+        ["3", " ", "", ""],
+    ]
+
+
 def test_an_output_name_without_a_known_format_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"\.jsonl or \.csv"):
         write_predictions(tmp_path / "out.txt", "line", [], with_text=False, k=1)
