@@ -184,3 +184,85 @@ def test_the_temperature_is_the_scale_at_which_the_scores_softmax_fits_the_label
     labels = np.array([rng.choice(3, p=row) for row in probs])
     assert fit_temperature(scores, labels) == pytest.approx(2.0, rel=0.15)
     assert softmax(np.array([[0.0, -np.inf]])).tolist() == [[1.0, 0.0]]
+
+
+# ------------------------------------------------------------------------------------- multi-label
+
+
+def random_label_sets(count: int, seed: int, labels: int = 4) -> tuple[list[np.ndarray], np.ndarray]:
+    """Documents of ids 2..VOCAB-1 with 0-2 of ``labels`` labels, each raising the odds of a few ids."""
+    rng = np.random.default_rng(seed)
+    matrix = (rng.random((count, labels)) < 0.35).astype(np.float32)
+    documents = []
+    for row in matrix:
+        ids = [rng.integers(2, VOCAB, rng.integers(3, 15))]
+        ids += [rng.integers(2 + 8 * j, 10 + 8 * j, rng.integers(2, 6)) for j in np.flatnonzero(row)]
+        documents.append(np.concatenate(ids).astype(np.int32))
+    return documents, matrix
+
+
+def test_multilabel_data_gets_scikit_learns_one_vs_rest_linear_svc(monkeypatch):
+    from sklearn.multiclass import OneVsRestClassifier
+
+    monkeypatch.setattr(baseline_module, "MULTILABEL_CANDIDATES", (("ovr_linear_svc", 0.3),))
+    train, validation = random_label_sets(120, seed=11), random_label_sets(60, seed=12)
+    model = fit_baseline(train, validation, VOCAB, 4, monitor="micro_f1")
+    assert model.task == "multilabel" and model.model == "ovr_linear_svc(C=0.3)"
+
+    def features(documents):
+        return baseline_module._tfidf(baseline_module._counts(documents, VOCAB)[:, model.features], model.idf)
+
+    reference = OneVsRestClassifier(LinearSVC(C=0.3)).fit(features(train[0]), train[1].astype(int))
+    np.testing.assert_array_equal(
+        model.predict(validation[0], VOCAB), reference.predict(features(validation[0]))
+    )
+
+
+def test_a_label_no_training_document_has_is_never_predicted_and_scores_are_multilabel_ones():
+    train, validation = random_label_sets(120, seed=13), random_label_sets(60, seed=14)
+    train[1][:, 2] = 0
+    model = fit_baseline(train, validation, VOCAB, 4, monitor="micro_f1")
+    assert not model.predict(random_label_sets(80, seed=15)[0], VOCAB)[:, 2].any()
+    scores = evaluate_baseline(model, {"v": validation}, VOCAB, 4)["v"]
+    assert set(scores) == {"accuracy", "micro_f1", "macro_f1", "samples_f1", "hamming_loss"}
+
+
+def test_a_multilabel_baseline_saves_its_task_and_thresholds(tmp_path):
+    train = random_label_sets(80, seed=16)
+    model = fit_baseline(train, random_label_sets(40, seed=17), VOCAB, 4)
+    model.thresholds = np.array([0.3, 0.5, 0.7, 0.45])
+    model.save(tmp_path / "baseline.safetensors")
+    loaded = LinearBaseline.load(tmp_path / "baseline.safetensors")
+    assert loaded.task == "multilabel" and loaded.thresholds.tolist() == [0.3, 0.5, 0.7, 0.45]
+    np.testing.assert_array_equal(loaded.predict(train[0], VOCAB), model.predict(train[0], VOCAB))
+
+
+def test_a_multilabel_run_reports_its_one_vs_rest_baseline_with_thresholds_tuned_on_validation(
+    tmp_path, capsys
+):
+    from test_training_multilabel import multilabel_settings, write_multilabel_corpus
+
+    from rnnkit.runs import RunDir
+
+    corpus = write_multilabel_corpus(tmp_path / "docs.jsonl")
+    run = tmp_path / "run"
+    assert main(["train", "-q", "--run-dir", str(run), *cli_args(multilabel_settings(corpus))]) == 0
+    scores = r"micro-F1 [01]\.\d{4}  macro-F1 [01]\.\d{4}  subset accuracy [01]\.\d{4}"
+    assert re.search(rf"test {scores} .*\(TF-IDF baseline {scores}\)", capsys.readouterr().out)
+    baseline = json.loads((run / "metrics.json").read_text())["baseline"]
+    assert baseline["model"].startswith("ovr_linear_svc(C=")
+    assert set(baseline["test"]) >= {"micro_f1", "macro_f1", "samples_f1", "hamming_loss"}
+    assert "TF-IDF baseline on the same split (ovr_linear_svc" in (run / "report.txt").read_text()
+    assert experiment.evaluate(run, "test")["baseline"]["micro_f1"] == pytest.approx(
+        baseline["test"]["micro_f1"]
+    )
+    model = LinearBaseline.load(run / "baseline.safetensors")
+    assert model.thresholds is not None and model.thresholds.shape == (3,)
+    folder = RunDir(run)
+    data = folder.prepare_data(folder.load_config())
+    validation = {"v": (data.token_ids["validation"], data.validation.labels)}
+    tuned = evaluate_baseline(model, validation, len(data.vocab), 3)["v"]
+    model.thresholds = None
+    at_zero = evaluate_baseline(model, validation, len(data.vocab), 3)["v"]
+    assert tuned["macro_f1"] >= at_zero["macro_f1"]  # each label's F1 is the best of a grid holding 0.5
+    assert tuned["micro_f1"] == pytest.approx(baseline["validation"]["micro_f1"])

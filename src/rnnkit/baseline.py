@@ -9,12 +9,18 @@ for any tokenizer; features are TF-IDF with sublinear term frequency over words 
 training documents and at most half of them (scikit-learn's ``TfidfVectorizer(sublinear_tf=True,
 min_df=2, max_df=0.5)`` over the same tokens). The fitted model is a weight matrix over kept
 token ids, saved as safetensors, so a run never unpickles anything.
+
+Multi-label runs get the one-vs-rest version: one LinearSVC per label (scikit-learn's
+``OneVsRestClassifier(LinearSVC(C))``, C chosen on validation micro-F1 at decision 0) and, as for
+the network, per-label thresholds tuned on the validation split, on the sigmoid of each label's
+decision (0.5 is decision 0; the tuning is :func:`rnnkit.training.thresholds.tune_thresholds`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,13 +28,15 @@ import numpy as np
 import safetensors.numpy
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfTransformer
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, hamming_loss
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from rnnkit.errors import CheckpointError
 from rnnkit.io import atomic_write_bytes
+from rnnkit.tasks import MULTILABEL, SINGLE, decide, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,14 @@ CANDIDATES: tuple[tuple[str, float], ...] = (
     ("complement_nb", 1.0),
 )
 """(model, regularisation): LinearSVC's C and ComplementNB's alpha, chosen on validation."""
+MULTILABEL_CANDIDATES: tuple[tuple[str, float], ...] = (
+    ("ovr_linear_svc", 0.1),
+    ("ovr_linear_svc", 0.3),
+    ("ovr_linear_svc", 1.0),
+)
+"""Multi-label: one-vs-rest LinearSVC's C, chosen on validation."""
+_CONSTANT_SCORE = 10.0
+"""The decision of a label that every (or no) training document has: its sigmoid is ~1 (or ~0)."""
 
 
 @dataclass
@@ -54,14 +70,25 @@ class LinearBaseline:
     weight: np.ndarray  # (C, F)
     bias: np.ndarray  # (C,)
     model: str  # e.g. "linear_svc(C=0.3)"
+    task: str = SINGLE
+    thresholds: np.ndarray | None = None
+    """Multi-label: each label's cut on the sigmoid of its decision (``None``: 0.5, decision 0)."""
 
     def scores(self, sequences: Sequence[np.ndarray], vocab_size: int) -> np.ndarray:
-        """Decision scores ``(n, classes)``: the largest is the predicted class."""
+        """Decision scores ``(n, classes)``: the largest is the predicted class (multi-label: one
+        independent decision per label)."""
         features = _tfidf(_counts(sequences, vocab_size)[:, self.features], self.idf)
         return np.asarray(features @ self.weight.T) + self.bias
 
     def predict(self, sequences: Sequence[np.ndarray], vocab_size: int) -> np.ndarray:
+        """Class ids ``(n,)``, or for a multi-label baseline the 0/1 label matrix ``(n, labels)``."""
+        if self.task == MULTILABEL:
+            return decide(self.label_probabilities(sequences, vocab_size), MULTILABEL, self.thresholds)
         return self.scores(sequences, vocab_size).argmax(axis=1)
+
+    def label_probabilities(self, sequences: Sequence[np.ndarray], vocab_size: int) -> np.ndarray:
+        """Multi-label: the sigmoid of each label's decision, which the thresholds cut."""
+        return 1.0 / (1.0 + np.exp(-self.scores(sequences, vocab_size)))
 
     def probabilities(
         self, sequences: Sequence[np.ndarray], vocab_size: int, temperature: float
@@ -70,17 +97,22 @@ class LinearBaseline:
         return softmax(self.scores(sequences, vocab_size) * temperature)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Arrays as safetensors (nothing executable), the model name in its metadata."""
+        """Arrays as safetensors (nothing executable), the model name and task in its metadata."""
         tensors = {"features": self.features, "idf": self.idf, "weight": self.weight, "bias": self.bias}
-        atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata={"model": self.model}))
+        if self.thresholds is not None:
+            tensors["thresholds"] = np.asarray(self.thresholds, dtype=np.float64)
+        metadata = {"model": self.model, "task": self.task}
+        atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearBaseline:
         try:
             tensors = safetensors.numpy.load_file(str(path))
             with safetensors.safe_open(str(path), "np") as handle:
-                model = (handle.metadata() or {})["model"]
-            return cls(tensors["features"], tensors["idf"], tensors["weight"], tensors["bias"], model)
+                metadata = handle.metadata() or {}
+            arrays = (tensors["features"], tensors["idf"], tensors["weight"], tensors["bias"])
+            task = metadata.get("task", SINGLE)  # baselines saved before multi-label are single-label
+            return cls(*arrays, metadata["model"], task, tensors.get("thresholds"))
         except Exception:  # any parse failure means the file is not a baseline we wrote
             raise CheckpointError(
                 f"{path} is damaged or not an rnnkit baseline; delete it to fit it again"
@@ -95,13 +127,19 @@ def fit_baseline(
     *,
     monitor: str = "accuracy",
 ) -> LinearBaseline:
-    """The candidate with the best validation ``monitor`` (accuracy or macro_f1), fitted on ``train``.
+    """The candidate with the best validation ``monitor`` (accuracy, macro_f1 or micro_f1), fitted
+    on ``train``; one-vs-rest for multi-label labels (a 0/1 matrix), thresholds left at decision 0.
 
     Raises ``ValueError`` when nothing can be fitted (no feature survives the document-frequency
     limits, or a single class); callers report that and carry on without a baseline.
     """
-    if len(np.unique(train[1])) < 2:
-        raise ValueError("the training split has a single class")
+    task = task_of(train[1])
+    if len(np.unique(train[1], axis=0)) < 2:
+        raise ValueError(
+            "the training split has a single class"
+            if task == SINGLE
+            else "every training document has one label set"
+        )
     counts = _counts(train[0], vocab_size)
     features = _kept_features(counts)
     if len(features) == 0:
@@ -110,13 +148,17 @@ def fit_baseline(
     x_train = _tfidf(counts[:, features], idf)
     x_val = _tfidf(_counts(validation[0], vocab_size)[:, features], idf)
     best: tuple[float, LinearBaseline] | None = None
-    for name, strength in CANDIDATES:
-        weight, bias = _fit_linear(name, strength, x_train, train[1], num_classes)
-        predicted = (np.asarray(x_val @ weight.T) + bias).argmax(axis=1)
+    for name, strength in MULTILABEL_CANDIDATES if task == MULTILABEL else CANDIDATES:
+        if task == MULTILABEL:
+            weight, bias = _fit_one_vs_rest(strength, x_train, train[1])
+            predicted = (np.asarray(x_val @ weight.T) + bias >= 0).astype(np.int64)
+        else:
+            weight, bias = _fit_linear(name, strength, x_train, train[1], num_classes)
+            predicted = (np.asarray(x_val @ weight.T) + bias).argmax(axis=1)
         score = _score(monitor, validation[1], predicted, num_classes)
-        label = f"{name}({'C' if name == 'linear_svc' else 'alpha'}={strength:g})"
+        label = f"{name}({'alpha' if name == 'complement_nb' else 'C'}={strength:g})"
         if best is None or score > best[0]:
-            best = (score, LinearBaseline(features, idf, weight, bias, label))
+            best = (score, LinearBaseline(features, idf, weight, bias, label, task))
     assert best is not None
     return best[1]
 
@@ -127,14 +169,15 @@ def evaluate_baseline(
     vocab_size: int,
     num_classes: int,
 ) -> dict[str, dict[str, float]]:
-    """Accuracy and macro-F1 of ``baseline`` on each named split."""
+    """Accuracy and macro-F1 of ``baseline`` on each named split; for a multi-label baseline
+    micro-, macro- and samples-F1, subset accuracy (``accuracy``) and Hamming loss."""
+    metrics = ("accuracy", "macro_f1")
+    if baseline.task == MULTILABEL:
+        metrics = ("accuracy", "micro_f1", "macro_f1", "samples_f1", "hamming_loss")
     results = {}
     for name, (sequences, labels) in splits.items():
         predicted = baseline.predict(sequences, vocab_size)
-        results[name] = {
-            "accuracy": _score("accuracy", labels, predicted, num_classes),
-            "macro_f1": _score("macro_f1", labels, predicted, num_classes),
-        }
+        results[name] = {metric: _score(metric, labels, predicted, num_classes) for metric in metrics}
     return results
 
 
@@ -156,9 +199,13 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def baseline_monitor(monitor: str) -> str:
-    """The baseline's selection metric for the run's ``train.monitor`` (a loss maps to accuracy)."""
-    return "macro_f1" if monitor.endswith("macro_f1") else "accuracy"
+def baseline_monitor(monitor: str, task: str = SINGLE) -> str:
+    """The baseline's selection metric for the run's ``train.monitor``: the same F1, else accuracy
+    (multi-label: micro-F1; subset accuracy is too coarse to choose by)."""
+    for f1 in ("macro_f1", "micro_f1"):
+        if monitor.endswith(f1):
+            return f1
+    return "micro_f1" if task == MULTILABEL else "accuracy"
 
 
 def _counts(sequences: Sequence[np.ndarray], vocab_size: int) -> sp.csr_matrix:
@@ -209,11 +256,32 @@ def _fit_linear(
     return weight, bias
 
 
+def _fit_one_vs_rest(strength: float, x: sp.csr_matrix, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight (L, F), bias (L,))``: one LinearSVC per label column of the 0/1 matrix ``y``.
+
+    A label that every or no training document has gets no classifier from scikit-learn (a constant
+    answer); here a zero weight and a bias of +-``_CONSTANT_SCORE`` say the same."""
+    with warnings.catch_warnings():  # "Label not N is present in all training examples": handled below
+        warnings.filterwarnings("ignore", "Label not .* is present in all training examples", UserWarning)
+        model = OneVsRestClassifier(LinearSVC(C=strength)).fit(x, y.astype(np.int64))
+    weight = np.zeros((y.shape[1], x.shape[1]))
+    bias = np.zeros(y.shape[1])
+    for label, estimator in enumerate(model.estimators_):
+        if hasattr(estimator, "coef_"):
+            weight[label], bias[label] = estimator.coef_[0], estimator.intercept_[0]
+        else:
+            bias[label] = _CONSTANT_SCORE if y[0, label] else -_CONSTANT_SCORE
+    return weight, bias
+
+
 def _score(metric: str, labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:
     if len(labels) == 0:
         return float("nan")
-    if metric == "macro_f1":
+    if metric.endswith("_f1"):
+        average = metric.removesuffix("_f1")
         return float(
-            f1_score(labels, predicted, labels=list(range(num_classes)), average="macro", zero_division=0)
+            f1_score(labels, predicted, labels=list(range(num_classes)), average=average, zero_division=0)
         )
+    if metric == "hamming_loss":
+        return float(hamming_loss(labels, predicted))
     return float(accuracy_score(labels, predicted))

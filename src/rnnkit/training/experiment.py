@@ -395,16 +395,13 @@ def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | 
     """
     if not cfg.train.baseline:
         return None
-    if data.task == MULTILABEL:
-        logger.warning("TF-IDF baseline skipped: not yet available for multi-label runs")
-        return {"skipped": "not yet available for multi-label runs"}
     started = time.perf_counter()
     vocab_size, num_classes = len(data.vocab), len(data.label_names)
     splits = {name: (data.token_ids[name], getattr(data, name).labels) for name in SPLITS}
     if run.baseline_file.exists():
         model = LinearBaseline.load(run.baseline_file)
     else:
-        monitor = baseline_monitor(cfg.train.monitor)
+        monitor = baseline_monitor(cfg.train.monitor, data.task)
         try:
             model = fit_baseline(
                 splits["train"], splits["validation"], vocab_size, num_classes, monitor=monitor
@@ -412,6 +409,9 @@ def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | 
         except ValueError as error:
             logger.warning("TF-IDF baseline skipped: %s", error)
             return {"skipped": str(error)}
+        if data.task == MULTILABEL:  # thresholds tuned on validation, as the network's are
+            sequences, labels = splits["validation"]
+            model.thresholds = tune_thresholds(model.label_probabilities(sequences, vocab_size), labels)
         model.save(run.baseline_file)
     del splits["train"]
     if len(data.test) == 0:  # data.test_size 0
