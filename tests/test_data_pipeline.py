@@ -186,3 +186,64 @@ def test_undecodable_documents_and_rows_without_a_label_are_counted_in_the_log(
     prepare_data(_config(tmp_path, path))
     assert "1 documents had bytes that are not UTF-8" in caplog.text
     assert "1 rows without a label were skipped" in caplog.text
+
+
+def test_worker_processes_prepare_exactly_the_data_of_one_process(
+    tmp_path: Path, split_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rnnkit.data import encoding
+
+    monkeypatch.setattr(encoding, "CHUNK_DOCUMENTS", 2)
+    prepared = []
+    for workers in (1, 2):
+        cfg = _config(tmp_path, split_csv)
+        cfg.data.num_workers, cfg.data.cache_dir = workers, str(tmp_path / f"cache{workers}")
+        prepared.append(prepare_data(cfg))
+    one, two = prepared
+    assert one.vocab == two.vocab and one.stats == two.stats
+    for name in ("train", "validation", "test"):
+        a, b = getattr(one, name), getattr(two, name)
+        assert [s.tolist() for s in a.sequences] == [s.tolist() for s in b.sequences]
+        assert np.array_equal(a.labels, b.labels)
+
+
+def test_the_cache_holds_one_flat_id_file_and_the_splits_as_positions(
+    tmp_path: Path, split_csv: Path
+) -> None:
+    data = prepare_data(_config(tmp_path, split_csv))
+    (folder,) = (tmp_path / "cache" / "corpus").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ids.npy",
+        "labels.npy",
+        "meta.json",
+        "offsets.npy",
+        "test.npy",
+        "train.npy",
+        "validation.npy",
+        "vocab.json",
+    ]
+    ids, offsets = np.load(folder / "ids.npy"), np.load(folder / "offsets.npy")
+    first = int(np.load(folder / "train.npy")[0])
+    assert data.train.sequences[0].tolist() == ids[offsets[first] : offsets[first + 1]][:5].tolist()
+
+
+def test_a_file_in_two_class_folders_reaches_the_cached_corpus_as_one_document_with_both_labels(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "data"
+    for label, words in (("grain", "wheat harvest"), ("corn", "maize field"), ("ships", "port cargo")):
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            (root / label / f"{label}{i}.txt").write_text(f"{words} {i}")
+    (root / "grain" / "both.txt").write_text("wheat and maize exports")
+    (root / "corn" / "both.txt").write_text("wheat and maize exports")
+    cfg = _config(tmp_path, root, dataset="folder")
+    cfg.data.test_size = 0.2
+    for _ in range(2):  # built, then read back from the cache
+        data = prepare_data(cfg)
+        assert data.task == "multilabel" and data.label_names == ["corn", "grain", "ships"]
+        splits = [data.train, data.validation, data.test]
+        assert sum(len(split) for split in splits) == 19
+        rows = np.concatenate([split.labels for split in splits])
+        assert rows.sum(axis=1).tolist().count(2.0) == 1 and rows.sum() == 20
+    assert data.stats["corpus_cache"] == "hit"

@@ -74,6 +74,7 @@ class DataConfig:
     min_freq: int = _at_least(2, 1)
     max_vocab: int | None = _at_least(50000, 2)
     cache_dir: str = "~/.cache/rnnkit"
+    num_workers: int = _at_least(0, 0)
 
 
 @dataclass

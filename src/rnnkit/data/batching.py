@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from rnnkit.data.store import DocumentView, TokenStore
 from rnnkit.data.text import PAD_ID
 
 __all__ = ["Batch", "BucketBatchSampler", "EncodedDataset", "SortedBatchSampler", "collate"]
@@ -27,32 +28,63 @@ class EncodedDataset(Dataset):
 
     Labels are class ids ``(n,)`` or, for multi-label data, a 0/1 matrix ``(n, labels)``.
     Item ``i`` is ``(token_ids, label, i)``; the index lets callers restore the input order after
-    length-sorted batching.
+    length-sorted batching. The ids live in a :class:`~rnnkit.data.store.TokenStore`: in memory
+    for the sequences given here, or in the corpus cache's file (:meth:`from_store`), read one
+    document at a time as batches are formed.
     """
 
     def __init__(
         self, sequences: Sequence[np.ndarray], labels: Sequence[int] | np.ndarray, max_length: int
     ) -> None:
-        if max_length < 1:
-            raise ValueError(f"max_length must be at least 1, got {max_length}")
         if len(sequences) != len(labels):
             raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
-        self.sequences = [np.asarray(seq[:max_length], dtype=np.int64) for seq in sequences]
-        if any(len(seq) == 0 for seq in self.sequences):
+        store = TokenStore.from_sequences(sequences)
+        self._attach(store, np.arange(len(store)), labels, max_length)
+
+    @classmethod
+    def from_store(
+        cls, store: TokenStore, documents: np.ndarray, labels: Sequence[int] | np.ndarray, max_length: int
+    ) -> EncodedDataset:
+        """Documents ``documents`` of ``store`` (positions, in this order) with their labels."""
+        dataset = cls.__new__(cls)
+        dataset._attach(store, documents, labels, max_length)
+        return dataset
+
+    def _attach(
+        self, store: TokenStore, documents: np.ndarray, labels: Sequence[int] | np.ndarray, max_length: int
+    ) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length}")
+        if len(documents) != len(labels):
+            raise ValueError(f"{len(documents)} documents but {len(labels)} labels")
+        self.store = store
+        self.documents = np.asarray(documents, dtype=np.int64)
+        self.lengths = np.minimum(store.lengths[self.documents], max_length)
+        if (self.lengths == 0).any():
             raise ValueError("every sequence needs at least one token (encode empty texts as <unk>)")
         labels = np.asarray(labels)
         self.labels = labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int64).reshape(-1)
-        self.lengths = np.fromiter(
-            (len(s) for s in self.sequences), dtype=np.int64, count=len(self.sequences)
-        )
         self.max_length = max_length
 
+    @property
+    def sequences(self) -> DocumentView:
+        """The truncated id arrays, read on access (a lazy list; the corpus may not fit in memory)."""
+        return DocumentView(self.store, self.documents, self.max_length)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> EncodedDataset:
+        """Items ``indices`` of this dataset, in that order."""
+        picked = np.asarray(indices, dtype=np.int64)
+        return EncodedDataset.from_store(
+            self.store, self.documents[picked], self.labels[picked], self.max_length
+        )
+
     def __len__(self) -> int:
-        return len(self.sequences)
+        return len(self.documents)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int | np.ndarray, int]:
+        ids = self.store.document(int(self.documents[index]), self.max_length)
         label = self.labels[index]
-        return self.sequences[index], (label if label.ndim else int(label)), index
+        return ids, (label if label.ndim else int(label)), index
 
 
 @dataclass

@@ -13,14 +13,15 @@ refused (``data.task: multilabel`` reads a single value as a one-label list).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import decimal
 import hashlib
-import io
+import itertools
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Columns",
+    "RecordStream",
     "TextDataset",
     "encode_labels",
+    "finish_labels",
     "from_lists",
     "label_task",
     "load_csv",
@@ -49,6 +52,7 @@ __all__ = [
     "split_dataset",
     "split_indices",
     "split_layout",
+    "stream_records",
 ]
 
 
@@ -209,20 +213,37 @@ def _new_stats() -> dict[str, int]:
     return {"undecodable_docs": 0, "missing_label": 0}
 
 
-def _read_folder(root: Path) -> tuple[list[str], list[Any], dict[str, int]]:
+_COLUMN_CHECK_ROWS = 1000
+"""A text or label column must show up in the first this many records (checked before reading on)."""
+
+
+@dataclass
+class RecordStream:
+    """Records of one file or folder, read lazily once: ``(text, raw label)`` pairs.
+
+    ``stats`` (undecodable documents, rows without a label, skipped symlinks) is complete once
+    ``records`` is used up. A folder's raw labels are lists of class-folder names that may still
+    grow while the stream is read (the same file met again in a later class folder), so they are
+    final only then too: :func:`finish_labels` turns them into labels.
+    """
+
+    kind: str
+    records: Iterator[tuple[str, Any]]
+    stats: dict[str, int]
+
+
+def _folder_records(root: Path, stats: dict[str, int]) -> Iterator[tuple[str, list[str]]]:
     """One sub-folder per class; every non-hidden file below it is one document.
 
     A file found under the same relative name with the same bytes in several class folders is one
-    document with all those labels (multi-label); then every label is returned as a list.
+    document with all those labels (multi-label): its label list, already yielded, gets the later
+    folder's name appended.
 
     Symbolic links that lead outside ``root`` (a file, or a whole class folder) are not read: a data
     set is what its folder holds. They are counted in ``stats["symlinks_outside_skipped"]`` and
     logged; links inside the folder are read like the files they point to.
     """
-    stats = {**_new_stats(), "symlinks_outside_skipped": 0}
-    texts: list[str] = []
-    labels: list[list[str]] = []
-    seen: dict[tuple[str, bytes], int] = {}  # (relative name, content digest) -> document
+    seen: dict[tuple[str, bytes], list[str]] = {}  # (relative name, content digest) -> its labels
     real_root = root.resolve()
     outside: list[Path] = []
 
@@ -243,11 +264,10 @@ def _read_folder(root: Path) -> tuple[list[str], list[Any], dict[str, int]]:
                 data = path.read_bytes()
                 key = (relative.as_posix(), hashlib.sha256(data).digest())
                 if key in seen:
-                    labels[seen[key]].append(folder.name)
+                    seen[key].append(folder.name)
                     continue
-                seen[key] = len(texts)
-                texts.append(_decode(data, stats))
-                labels.append([folder.name])
+                seen[key] = [folder.name]
+                yield _decode(data, stats), seen[key]
     if outside:
         stats["symlinks_outside_skipped"] = len(outside)
         logger.warning(
@@ -258,39 +278,25 @@ def _read_folder(root: Path) -> tuple[list[str], list[Any], dict[str, int]]:
             outside[0],
             outside[0].resolve(),
         )
-    if any(len(names) > 1 for names in labels):
-        return texts, labels, stats
-    return texts, [names[0] for names in labels], stats
 
 
-def _read_records(
-    records: list[dict[str, Any]],
-    where: Path,
-    columns: Columns,
-    stats: dict[str, int],
-) -> tuple[list[str], list[Any]]:
-    text_column, label_column = columns.text, columns.label
-    if records and not any(text_column in r for r in records):
-        raise DataError(
-            f"{where} has no column {text_column!r} (set data.text_column); found {list(records[0])}"
-        )
-    if records and not any(label_column in r for r in records):
-        raise DataError(
-            f"{where} has no column {label_column!r} (set data.label_column); found {list(records[0])}"
-        )
-    texts: list[str] = []
-    labels: list[Any] = []
-    for record in records:
-        label = record.get(label_column)
+def _labelled(
+    records: Iterator[dict[str, Any]], where: Path, columns: Columns, stats: dict[str, int]
+) -> Iterator[tuple[str, Any]]:
+    """``(text, label)`` of every record with a label; the columns must appear in the first records."""
+    head = list(itertools.islice(records, _COLUMN_CHECK_ROWS))
+    for column, setting in ((columns.text, "text_column"), (columns.label, "label_column")):
+        if head and not any(column in r for r in head):
+            raise DataError(f"{where} has no column {column!r} (set data.{setting}); found {list(head[0])}")
+    for record in itertools.chain(head, records):
+        label = record.get(columns.label)
         if columns.separator is not None and (label is None or isinstance(label, str)):
             label = [] if label is None else label.split(columns.separator)  # blank: no labels
         elif label is None or (isinstance(label, str) and not label.strip()):
             stats["missing_label"] += 1
             continue
-        text = record.get(text_column)
-        texts.append("" if text is None else str(text))
-        labels.append(label)
-    return texts, labels
+        text = record.get(columns.text)
+        yield ("" if text is None else str(text)), label
 
 
 @dataclass(frozen=True)
@@ -303,70 +309,94 @@ class Columns:
 
 
 _CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default is 128 KiB; this fits a C long everywhere
+_decode_errors = [0]
 
 
-def _read_csv(path: Path, columns: Columns) -> tuple[list[str], list[Any], dict[str, int]]:
-    stats = _new_stats()
-    text = _decode(path.read_bytes(), stats)
+def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
+    _decode_errors[0] += 1
+    assert isinstance(error, UnicodeDecodeError)
+    return "\ufffd", error.end
+
+
+codecs.register_error("rnnkit.replace_and_count", _replace_and_count)
+
+
+def _csv_rows(path: Path, stats: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """The rows of a CSV file, decoded as they are read; rows with replaced bytes are counted."""
     # newline="": rows end only at \n / \r (str.splitlines also cuts at \f, \x1c, \u2028, ... which
     # csv.writer leaves unquoted). The field limit is lifted for the read: one long document is fine.
+    errors_before = _decode_errors[0]
+    replaced_rows = 0
     limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
-        records = list(csv.DictReader(io.StringIO(text, newline="")))
+        with open(path, encoding="utf-8-sig", errors="rnnkit.replace_and_count", newline="") as handle:
+            for row in csv.DictReader(handle):
+                replaced_rows += "\ufffd" in "".join(map(str, row.values()))
+                yield row
     except csv.Error as error:
         raise DataError(f"{path} is not a valid CSV file: {error}") from None
     finally:
         csv.field_size_limit(limit)
-    if stats["undecodable_docs"]:
-        # The whole file was decoded at once: count the rows that got replacement characters.
-        stats["undecodable_docs"] = sum("\ufffd" in "".join(map(str, r.values())) for r in records)
-    texts, labels = _read_records(records, path, columns, stats)
-    return texts, labels, stats
+    if _decode_errors[0] > errors_before:  # only then can a replacement character come from a bad byte
+        stats["undecodable_docs"] += replaced_rows
 
 
-def _read_jsonl(path: Path, columns: Columns) -> tuple[list[str], list[Any], dict[str, int]]:
+def _jsonl_objects(path: Path, columns: Columns, stats: dict[str, int]) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as handle:
+        # bytes.splitlines within each \n-line: also \r and \r\n end a record, as in the whole file.
+        lines = (part for line in handle for part in line.splitlines())
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(_decode(line, stats))
+            except (ValueError, RecursionError) as error:  # RecursionError: very deeply nested arrays
+                raise DataError(f"{path}:{number} is not valid JSON: {error}") from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}:{number} must be a JSON object with {columns.text!r} and {columns.label!r}"
+                )
+            yield record
+
+
+def stream_records(kind: str, path: Path, columns: Columns | None = None) -> RecordStream:
+    """The labelled records of a folder, CSV or JSONL file, read lazily (any size fits in memory)."""
+    columns = columns or Columns()
     stats = _new_stats()
-    records = []
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(_decode(line, stats))
-        except (ValueError, RecursionError) as error:  # RecursionError: very deeply nested arrays
-            raise DataError(f"{path}:{number} is not valid JSON: {error}") from None
-        if not isinstance(record, dict):
-            raise DataError(
-                f"{path}:{number} must be a JSON object with {columns.text!r} and {columns.label!r}"
-            )
-        records.append(record)
-    texts, labels = _read_records(records, path, columns, stats)
-    return texts, labels, stats
-
-
-def _read(kind: str, path: Path, columns: Columns) -> tuple[list[str], list[Any], dict[str, int]]:
     if kind == "folder":
         if not path.is_dir():
             raise DataError(
                 f"data.path {path} is not a folder (dataset 'folder' expects <path>/<class>/<files>)"
             )
-        return _read_folder(path)
+        stats["symlinks_outside_skipped"] = 0
+        return RecordStream(kind, _folder_records(path, stats), stats)
     if not path.is_file():
         raise DataError(f"data.path {path} is not a file (dataset {kind!r} expects a .{kind} file)")
-    reader = _read_csv if kind == "csv" else _read_jsonl
-    return reader(path, columns)
+    rows = _csv_rows(path, stats) if kind == "csv" else _jsonl_objects(path, columns, stats)
+    return RecordStream(kind, _labelled(rows, path, columns, stats), stats)
+
+
+def _read(kind: str, path: Path, columns: Columns) -> tuple[list[str], list[Any], dict[str, int]]:
+    stream = stream_records(kind, path, columns)
+    pairs = list(stream.records)
+    return [text for text, _ in pairs], [label for _, label in pairs], stream.stats
 
 
 def _load(kind: str, path: str | Path, columns: Columns, task: str) -> TextDataset:
     texts, raw, stats = _read(kind, Path(path).expanduser(), columns)
-    labels, names = encode_labels(_label_names(kind, raw), task=task)
+    labels, names = encode_labels(finish_labels(kind, raw), task=task)
     return TextDataset(texts, labels, names, stats)
 
 
-def _label_names(kind: str, raw: list[Any]) -> list[Any]:
-    """Folder names are labels exactly as written on disk; a file's labels are normalised
-    (:func:`normalise_labels`, over the items of label lists too: ``[1, "1.0"]`` is one label)."""
+def finish_labels(kind: str, raw: list[Any]) -> list[Any]:
+    """A source's raw labels, read to the end, as :func:`encode_labels` takes them.
+
+    Folder names are labels exactly as written on disk: lists when some document is in several
+    class folders, else one name each. A file's labels are normalised (:func:`normalise_labels`,
+    over the items of label lists too: ``[1, "1.0"]`` is one label).
+    """
     if kind == "folder":
-        return raw
+        return raw if any(len(names) > 1 for names in raw) else [names[0] for names in raw]
     flat = [item for value in raw for item in _label_items(value)]
     normalised = iter(normalise_labels(flat))
     return [
@@ -429,7 +459,7 @@ def load_user_data(
     train_texts, train_raw, train_stats = _read(kind, pair[0], columns)
     test_texts, test_raw, test_stats = _read(kind, pair[1], columns)
     # One label space: 1 in train is 1.0 in test.
-    labels, names = encode_labels(_label_names(kind, [*train_raw, *test_raw]), task=task)
+    labels, names = encode_labels(finish_labels(kind, [*train_raw, *test_raw]), task=task)
     cut = len(train_texts)
     return (
         TextDataset(train_texts, labels[:cut], names, train_stats),

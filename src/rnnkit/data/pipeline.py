@@ -1,28 +1,36 @@
 """``prepare_data(cfg)``: the one door from a config to encoded train/validation/test sets.
 
 Order of work: load the documents (or take them from Python: ``documents``), split off the test
-part (``data.split``), tokenise, drop
-training documents that are empty after tokenisation, carve a stratified seeded validation part
-from what is left, build the vocabulary from the training part only, encode. The test part is
-never looked at before encoding. Empty test documents are kept as a single ``<unk>`` so test
-figures stay comparable with the standard protocol (all 7,532 bydate test posts).
-
-The encoded corpus (untruncated ids) is cached under ``<cache>/corpus/<key>/``; the key covers
-every data setting that changes it, the seed, the size/mtime of the input files and what the
-tokenizer depends on. Documents handed over from Python are not cached.
+part (``data.split``), tokenise, drop training documents that are empty after tokenisation, carve
+a stratified seeded validation part from what is left, build the vocabulary from the training part
+only, encode. The test part is never looked at before encoding. Empty test documents are kept as a
+single ``<unk>`` so test figures stay comparable with the standard protocol (all 7,532 bydate test
+posts).
 
 Labels are class ids, or for multi-label data a 0/1 matrix (see :mod:`rnnkit.tasks`); the
 validation (and a carved test) part is then split by iterative stratification.
+
+Any corpus size: documents are read as a stream, tokenised once by worker processes and written
+to disk as they come (:mod:`rnnkit.data.encoding`), so memory holds the distinct tokens and the
+labels, not the text. The encoded corpus (untruncated ids, one flat file: :mod:`rnnkit.data.store`)
+is cached under ``<cache>/corpus/<key>/``: ``ids.npy``, ``offsets.npy``, ``labels.npy`` (per
+document), ``train.npy``/``validation.npy``/``test.npy`` (each split's document positions),
+``vocab.json`` and ``meta.json``, written last. The key covers every data setting that changes the
+corpus, the seed, the size/mtime of the input files and what the tokenizer depends on. Training
+reads documents from the file as it batches them, so a corpus larger than memory trains too.
+Documents handed over from Python are built the same way in a temporary folder, then held in
+memory (not cached).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import itertools
 import json
 import logging
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +42,24 @@ import torch
 from rnnkit.config import Config
 from rnnkit.data.batching import EncodedDataset
 from rnnkit.data.cache import cache_root, fingerprint, path_identity
-from rnnkit.data.corpus import Columns, TextDataset, load_user_data, split_indices, split_layout
+from rnnkit.data.corpus import (
+    Columns,
+    RecordStream,
+    TextDataset,
+    encode_labels,
+    finish_labels,
+    split_indices,
+    split_layout,
+    stream_records,
+)
+from rnnkit.data.encoding import encode_corpus, tokenize_corpus, worker_count
 from rnnkit.data.newsgroups import load_20newsgroups
+from rnnkit.data.store import DocumentView, TokenStore
 from rnnkit.data.text import UNK_ID, Vocabulary
 from rnnkit.data.tokenizers import TextTokenizer, build_tokenizer
 from rnnkit.data.vectors import build_embeddings
 from rnnkit.errors import DataError
-from rnnkit.io import atomic_write_bytes, atomic_write_json
+from rnnkit.io import atomic_write_json
 from rnnkit.tasks import MULTILABEL, task_of
 
 logger = logging.getLogger(__name__)
@@ -48,7 +67,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["PreparedData", "encode_texts", "prepare_data"]
 
 SPLITS = ("train", "validation", "test")
-_CACHE_VERSION = 2  # 2: multi-label matrices
+_CACHE_VERSION = 3  # 2: multi-label matrices; 3: one flat id file plus offsets
+_META, _LABELS = "meta.json", "labels.npy"
 
 
 @dataclass
@@ -63,8 +83,9 @@ class PreparedData:
     label_names: list[str]
     embeddings: torch.Tensor | None
     stats: dict[str, Any]
-    token_ids: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
-    """Each split's token ids before truncation to ``data.max_length`` (the baseline reads whole texts)."""
+    token_ids: dict[str, Sequence[np.ndarray]] = dataclasses.field(default_factory=dict)
+    """Each split's token ids before truncation to ``data.max_length`` (the baseline reads whole
+    texts), read from the cache as they are used."""
 
     @property
     def task(self) -> str:
@@ -78,13 +99,21 @@ Documents = tuple[TextDataset, "TextDataset | None"]
 
 @dataclass
 class _Corpus:
-    """The cacheable part: untruncated id sequences and labels per split."""
+    """The cacheable part: every document's untruncated ids, the splits as document positions."""
 
     vocab: Vocabulary
-    sequences: dict[str, list[np.ndarray]]
-    labels: dict[str, np.ndarray]
+    store: TokenStore
+    documents: dict[str, np.ndarray]  # split name -> positions in ``store`` (and ``labels``)
+    labels: np.ndarray  # per document of the store: class ids, or a 0/1 matrix (multi-label)
     label_names: list[str]
     stats: dict[str, Any]
+
+    def split_labels(self, split: str) -> np.ndarray:
+        return self.labels[self.documents[split]]
+
+    def dataset(self, split: str, max_length: int) -> EncodedDataset:
+        documents = self.documents[split]
+        return EncodedDataset.from_store(self.store, documents, self.labels[documents], max_length)
 
 
 def encode_texts(
@@ -121,24 +150,24 @@ def prepare_data(cfg: Config, documents: Documents | None = None) -> PreparedDat
     if documents is None:
         corpus = _cached_corpus(cfg, tokenizer, root)
     else:
-        corpus = _build_corpus(cfg, tokenizer, documents)
-        corpus.stats["corpus_cache"] = "in memory"
-    datasets = {
-        name: EncodedDataset(corpus.sequences[name], corpus.labels[name], data.max_length) for name in SPLITS
-    }
+        corpus = _corpus_in_memory(cfg, tokenizer, documents)
+    datasets = {name: corpus.dataset(name, data.max_length) for name in SPLITS}
+    train_documents = DocumentView(corpus.store, corpus.documents["train"])
     matrix, embedding_stats = build_embeddings(
-        cfg.embeddings, corpus.vocab, corpus.sequences["train"], root, cfg.train.seed
+        cfg.embeddings, corpus.vocab, train_documents, root, cfg.train.seed
     )
     stats = {
         **corpus.stats,
-        "truncated_train_docs": int(sum(len(s) > data.max_length for s in corpus.sequences["train"])),
+        "truncated_train_docs": int(
+            (corpus.store.lengths[train_documents.documents] > data.max_length).sum()
+        ),
         **embedding_stats,
     }
     logger.info(
         "data: %d train / %d validation / %d test documents, %d %s, vocabulary %d",
         *(len(datasets[name]) for name in SPLITS),
         len(corpus.label_names),
-        "labels (multi-label)" if task_of(corpus.labels["train"]) == MULTILABEL else "classes",
+        "labels (multi-label)" if task_of(corpus.labels) == MULTILABEL else "classes",
         len(corpus.vocab),
     )
     _log_data_notes(cfg, corpus)
@@ -151,14 +180,15 @@ def prepare_data(cfg: Config, documents: Documents | None = None) -> PreparedDat
         label_names=corpus.label_names,
         embeddings=None if matrix is None else torch.from_numpy(matrix),
         stats=stats,
-        token_ids=corpus.sequences,
+        token_ids={name: DocumentView(corpus.store, corpus.documents[name]) for name in SPLITS},
     )
 
 
 def _log_data_notes(cfg: Config, corpus: _Corpus) -> None:
     """What a user should know about the data, every run (also from the cache): where the test set
     came from, the documents whose bytes were replaced or rows skipped, classes training never sees."""
-    logger.info("test set: %s (%d documents)", _test_set_origin(cfg), len(corpus.labels["test"]))
+    test_labels = corpus.split_labels("test")
+    logger.info("test set: %s (%d documents)", _test_set_origin(cfg), len(test_labels))
     if corpus.stats.get("undecodable_docs"):
         logger.warning(
             "%d documents had bytes that are not UTF-8; they were replaced by U+FFFD",
@@ -167,9 +197,10 @@ def _log_data_notes(cfg: Config, corpus: _Corpus) -> None:
     if corpus.stats.get("missing_label"):
         logger.warning("%d rows without a label were skipped", corpus.stats["missing_label"])
     trained, tested = (
-        _documents_per_label(corpus.labels[name], len(corpus.label_names)) for name in ("train", "test")
+        _documents_per_label(labels, len(corpus.label_names))
+        for labels in (corpus.split_labels("train"), test_labels)
     )
-    kind = "label" if task_of(corpus.labels["train"]) == MULTILABEL else "class"
+    kind = "label" if task_of(corpus.labels) == MULTILABEL else "class"
     for label in np.flatnonzero(trained == 0):
         logger.warning(
             "%s %r has no training document (%d in the test part); the model cannot learn it",
@@ -226,24 +257,80 @@ def _source_identity(cfg: Config) -> Any:
 
 
 def _cached_corpus(cfg: Config, tokenizer: TextTokenizer, root: Path) -> _Corpus:
-    settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "max_length")}
+    ignored = ("cache_dir", "max_length", "num_workers")  # settings that do not change the corpus
+    settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ignored}
     identity = (_source_identity(cfg), tokenizer.cache_identity())
     key = fingerprint(_CACHE_VERSION, settings, identity, cfg.train.seed)
     folder = root / "corpus" / key
-    if (folder / "meta.json").exists():
+    if not (folder / _META).exists():
+        _build_corpus(cfg, tokenizer, folder, _load_documents(cfg))
+        stats_cache = "miss"
+    else:
         logger.info("tokenised corpus from cache %s", folder)
-        corpus = _read_corpus(folder)
-        corpus.stats["corpus_cache"] = "hit"
-        return corpus
-    corpus = _build_corpus(cfg, tokenizer)
-    _write_corpus(folder, corpus)
-    corpus.stats["corpus_cache"] = "miss"
+        stats_cache = "hit"
+    corpus = _read_corpus(folder, in_memory=False)
+    corpus.stats["corpus_cache"] = stats_cache
     return corpus
 
 
-def _load_documents(cfg: Config) -> tuple[TextDataset, TextDataset]:
-    """``(train_pool, test)`` following ``data.split``; validation is carved from the pool later."""
-    data, seed = cfg.data, cfg.train.seed
+def _corpus_in_memory(cfg: Config, tokenizer: TextTokenizer, documents: Documents) -> _Corpus:
+    """Documents from Python: built like a cached corpus, in a temporary folder, then read into memory."""
+    pool, test = documents
+    parts = [pool] if test is None else [pool, test]
+    labels = np.concatenate([part.labels for part in parts])
+    opened = _Documents([_in_memory_part(part) for part in parts], known=(labels, list(pool.label_names)))
+    with tempfile.TemporaryDirectory(prefix="rnnkit-corpus-") as scratch:
+        folder = Path(scratch) / "corpus"
+        _build_corpus(cfg, tokenizer, folder, opened)
+        corpus = _read_corpus(folder, in_memory=True)
+    corpus.stats["corpus_cache"] = "in memory"
+    return corpus
+
+
+@dataclass
+class _Documents:
+    """The documents in reading order, read once: ``texts`` yields them and fills ``raw_labels``.
+
+    ``parts`` are the sources read one after the other (the training pool, then a fixed test part
+    if the data has one) with their statistics; ``known`` holds the labels and their names where they
+    are encoded up front (20 Newsgroups, documents from Python).
+    """
+
+    parts: list[RecordStream]
+    known: tuple[np.ndarray, list[str]] | None = None
+    raw_labels: list[Any] = dataclasses.field(default_factory=list)
+    part_sizes: list[int] = dataclasses.field(default_factory=list)
+
+    def texts(self) -> Iterator[str]:
+        for part in self.parts:
+            before = len(self.raw_labels)
+            for text, label in part.records:
+                self.raw_labels.append(label)
+                yield text
+            self.part_sizes.append(len(self.raw_labels) - before)
+
+    def labels(self, task: str) -> tuple[np.ndarray, list[str]]:
+        """Every document's label (all parts share one label space); once ``texts`` is used up."""
+        if self.known is not None:
+            return self.known
+        return encode_labels(finish_labels(self.parts[0].kind, self.raw_labels), task=task)
+
+    def stats(self) -> dict[str, int]:
+        """The parts' statistics added up (undecodable documents, rows without a label, ...)."""
+        total: dict[str, int] = {}
+        for part in self.parts:
+            for name, value in part.stats.items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+
+def _in_memory_part(dataset: TextDataset) -> RecordStream:
+    return RecordStream("memory", zip(dataset.texts, dataset.labels, strict=True), dict(dataset.stats))
+
+
+def _load_documents(cfg: Config) -> _Documents:
+    """The configured data as streams (files and folders) or loaded (20 Newsgroups)."""
+    data = cfg.data
     if data.dataset == "20newsgroups":
         common = {
             "categories": data.categories,
@@ -251,158 +338,161 @@ def _load_documents(cfg: Config) -> tuple[TextDataset, TextDataset]:
             "data_home": data.data_home,
             "archive": data.archive,
         }
-        if data.split == "bydate":
-            return load_20newsgroups("train", **common), load_20newsgroups("test", **common)
-        everything = load_20newsgroups("all", **common)
-        rest, held = split_indices(everything.labels, data.test_size, seed, stratify=False)
-        return everything.subset(rest), everything.subset(held)
+        subsets = ("train", "test") if data.split == "bydate" else ("all",)
+        loaded = [load_20newsgroups(subset, **common) for subset in subsets]
+        known = (np.concatenate([part.labels for part in loaded]), list(loaded[0].label_names))
+        return _Documents([_in_memory_part(part) for part in loaded], known=known)
+    root = Path(str(data.path)).expanduser()  # checked by _source_identity
+    paths = split_layout(data.dataset, root) or (root,)
     columns = Columns(data.text_column, data.label_column, data.label_separator)
-    train, test = load_user_data(data.dataset, data.path, columns, data.task)
-    return _test_part(cfg, train, test)
+    return _Documents([stream_records(data.dataset, path, columns) for path in paths])
 
 
-def _test_part(cfg: Config, train: TextDataset, test: TextDataset | None) -> tuple[TextDataset, TextDataset]:
-    """``(train pool, test)``: a given test part under ``split: bydate``, else one carved off."""
+def _pool_and_test(cfg: Config, documents: _Documents, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the training pool and of the test part, following ``data.split``.
+
+    A fixed test part (20 Newsgroups' bydate test set, ``test/`` or ``test.csv``, a test part from
+    Python) is used with ``split: bydate``; otherwise ``test_size`` of everything is held out:
+    stratified for data that came in one part with ``split: bydate``, at random otherwise (also
+    20 Newsgroups' ``random``).
+    """
     data, seed = cfg.data, cfg.train.seed
-    stats = dict(train.stats)
-    if test is not None:
-        stats = {k: v + test.stats.get(k, 0) for k, v in stats.items()}
-        if data.split == "bydate":
-            return _with_stats(train, stats), test
-        train = TextDataset(
-            [*train.texts, *test.texts], np.concatenate([train.labels, test.labels]), train.label_names
-        )
-    rest, held = split_indices(train.labels, data.test_size, seed, stratify=data.split == "bydate")
-    return _with_stats(train.subset(rest), stats), train.subset(held)
+    everything = np.arange(len(labels))
+    if len(documents.part_sizes) == 2 and data.split == "bydate":
+        boundary = documents.part_sizes[0]
+        return everything[:boundary], everything[boundary:]
+    return split_indices(labels, data.test_size, seed, stratify=data.split == "bydate")
 
 
-def _with_stats(dataset: TextDataset, stats: dict[str, int]) -> TextDataset:
-    dataset.stats = stats
-    return dataset
-
-
-def _build_corpus(cfg: Config, tokenizer: TextTokenizer, documents: Documents | None = None) -> _Corpus:
+def _build_corpus(cfg: Config, tokenizer: TextTokenizer, folder: Path, documents: _Documents) -> None:
+    """Read, tokenise, split and encode the documents into the corpus ``folder`` (see the module)."""
     data = cfg.data
-    pool, test = _load_documents(cfg) if documents is None else _test_part(cfg, *documents)
-    if len(pool) == 0:
-        raise DataError("the training split is empty; check data.path, data.categories and data.test_size")
-    if data.task == MULTILABEL and pool.task != MULTILABEL:  # one class each: one-label sets
-        pool, test = _one_hot(pool), _one_hot(test)
-    if pool.task == MULTILABEL:
-        _log_multilabel(pool)
-    pool_tokens = [tokenizer(text) for text in pool.texts]
-    keep = np.array([i for i, tokens in enumerate(pool_tokens) if tokens], dtype=np.int64)
-    if len(keep) == 0:
-        raise DataError(
-            "no training document has a single token; check data.text_column and data.token_pattern"
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        workers = worker_count(data.num_workers)
+        first_seen = tokenize_corpus(documents.texts(), tokenizer, building / "first-seen.i32", workers)
+        labels, label_names = documents.labels(data.task)
+        pool, test = _pool_and_test(cfg, documents, labels)
+        if len(pool) == 0:
+            raise DataError(
+                "the training split is empty; check data.path, data.categories and data.test_size"
+            )
+        if data.task == MULTILABEL and labels.ndim == 1:  # one class each: one-label sets
+            labels = np.eye(len(label_names), dtype=np.float32)[labels]
+        if labels.ndim == 2:
+            _log_multilabel(labels[pool], label_names)
+        lengths = first_seen.store.lengths
+        keep = pool[lengths[pool] > 0]
+        if len(keep) == 0:
+            raise DataError(
+                "no training document has a single token; check data.text_column and data.token_pattern"
+            )
+        _refuse_one_class(labels[keep], label_names)
+        empty_raw = int(first_seen.blank[pool].sum())
+        stats: dict[str, Any] = {
+            **documents.stats(),
+            "empty_docs_dropped": empty_raw,
+            "empty_after_cleaning_dropped": len(pool) - len(keep) - empty_raw,
+        }
+        if len(keep) < len(pool):
+            logger.warning(
+                "dropped %d training documents with no tokens (%d empty, %d empty after cleaning)",
+                len(pool) - len(keep),
+                stats["empty_docs_dropped"],
+                stats["empty_after_cleaning_dropped"],
+            )
+        train_idx, val_idx = split_indices(labels[keep], data.val_size, cfg.train.seed)
+        if data.train_docs is not None and data.train_docs < len(train_idx):
+            # ceil((k - 0.5) / n * n) == k: exactly train_docs documents, stratified like the other splits.
+            fraction = (data.train_docs - 0.5) / len(train_idx)
+            _, subset = split_indices(labels[keep][train_idx], fraction, cfg.train.seed)
+            logger.info(
+                "data.train_docs: training on %d of %d training documents (stratified, seed %d)",
+                len(subset),
+                len(train_idx),
+                cfg.train.seed,
+            )
+            stats["train_docs_left_out"] = len(train_idx) - len(subset)
+            train_idx = train_idx[np.sort(subset)]
+        splits = {"train": keep[train_idx], "validation": keep[val_idx], "test": test}
+        vocab = Vocabulary.from_counts(
+            dict(zip(first_seen.tokens, first_seen.counts(splits["train"]).tolist(), strict=True)),
+            min_freq=data.min_freq,
+            max_size=data.max_vocab,
+            tokenizer=tokenizer,
         )
-    _refuse_one_class(pool.subset(keep))
-    empty_raw = sum(not text.strip() for text in pool.texts)
-    stats: dict[str, Any] = {
-        **pool.stats,
-        "empty_docs_dropped": empty_raw,
-        "empty_after_cleaning_dropped": len(pool) - len(keep) - empty_raw,
-    }
-    if len(keep) < len(pool):
-        logger.warning(
-            "dropped %d training documents with no tokens (%d empty, %d empty after cleaning)",
-            len(pool) - len(keep),
-            stats["empty_docs_dropped"],
-            stats["empty_after_cleaning_dropped"],
-        )
-    train_idx, val_idx = split_indices(pool.labels[keep], data.val_size, cfg.train.seed)
-    if data.train_docs is not None and data.train_docs < len(train_idx):
-        # ceil((k - 0.5) / n * n) == k: exactly train_docs documents, stratified like the other splits.
-        fraction = (data.train_docs - 0.5) / len(train_idx)
-        _, subset = split_indices(pool.labels[keep][train_idx], fraction, cfg.train.seed)
-        logger.info(
-            "data.train_docs: training on %d of %d training documents (stratified, seed %d)",
-            len(subset),
-            len(train_idx),
-            cfg.train.seed,
-        )
-        stats["train_docs_left_out"] = len(train_idx) - len(subset)
-        train_idx = train_idx[np.sort(subset)]
-    parts = {"train": keep[train_idx], "validation": keep[val_idx]}
-    vocab = Vocabulary.build(
-        (pool_tokens[i] for i in parts["train"]),
-        min_freq=data.min_freq,
-        max_size=data.max_vocab,
-        tokenizer=tokenizer,
-    )
-    sequences = {name: [vocab.encode_tokens(pool_tokens[i]) for i in idx] for name, idx in parts.items()}
-    labels = {name: pool.labels[idx] for name, idx in parts.items()}
-    test_ids = [vocab.encode_tokens(tokenizer(text)) for text in test.texts]
-    stats["empty_test_docs_as_unk"] = sum(len(ids) == 0 for ids in test_ids)
-    sequences["test"] = [_nonempty(ids) for ids in test_ids]
-    labels["test"] = test.labels
-    stats.update({f"{name}_docs": len(sequences[name]) for name in SPLITS})
-    stats.update({"num_classes": len(pool.label_names), "vocab_size": len(vocab)})
-    return _Corpus(vocab, sequences, labels, list(pool.label_names), stats)
+        to_final = vocab.encode_tokens(first_seen.tokens)
+        encode_corpus(first_seen, to_final, building, empty_id=UNK_ID)
+        (building / "first-seen.i32").unlink()
+        stats["empty_test_docs_as_unk"] = int((lengths[test] == 0).sum())
+        stats.update({f"{name}_docs": len(splits[name]) for name in SPLITS})
+        stats.update({"num_classes": len(label_names), "vocab_size": len(vocab)})
+        for name in SPLITS:
+            np.save(building / f"{name}.npy", splits[name])
+        np.save(building / _LABELS, labels)
+        vocab.save(building / "vocab.json")
+        # Written last: its presence means the folder is complete.
+        atomic_write_json(building / _META, {"label_names": label_names, "stats": stats})
+        _publish(building, folder)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
-def _refuse_one_class(pool: TextDataset) -> None:
+def _refuse_one_class(labels: np.ndarray, label_names: list[str]) -> None:
     """A classifier needs two classes; multi-label data needs two different label sets (a label
     that every document has, and no other, leaves nothing to learn)."""
-    if pool.task == MULTILABEL:
-        sets = np.unique(pool.labels, axis=0)
+    if labels.ndim == 2:
+        sets = np.unique(labels, axis=0)
         if len(sets) < 2:
-            names = ", ".join(repr(name) for name, on in zip(pool.label_names, sets[0], strict=True) if on)
+            names = ", ".join(repr(name) for name, on in zip(label_names, sets[0], strict=True) if on)
             raise DataError(
                 f"every training document has the same labels ({names or 'none'}); multi-label training "
                 "needs documents whose label sets differ: check data.label_column or data.label_separator"
             )
         return
-    classes = np.unique(pool.labels)
+    classes = np.unique(labels)
     if len(classes) < 2:
-        names = ", ".join(repr(pool.label_names[label]) for label in classes)
+        names = ", ".join(repr(label_names[label]) for label in classes)
         raise DataError(
             f"the training data has only one class ({names}); a classifier needs at least two: "
             "check data.label_column, the class folders or data.categories"
         )
 
 
-def _one_hot(dataset: TextDataset) -> TextDataset:
-    matrix = np.eye(len(dataset.label_names), dtype=np.float32)[dataset.labels]
-    return TextDataset(dataset.texts, matrix, dataset.label_names, dataset.stats)
-
-
-def _log_multilabel(pool: TextDataset) -> None:
-    counts = pool.labels.sum(axis=1)
+def _log_multilabel(labels: np.ndarray, label_names: list[str]) -> None:
+    counts = labels.sum(axis=1)
     if not counts.any():
         raise DataError("no training document has a label; multi-label data needs labels on some documents")
     logger.info(
         "labels are lists: multi-label, %d labels, %.2f per document, %d documents without a label",
-        len(pool.label_names),
+        len(label_names),
         counts.mean(),
         int((counts == 0).sum()),
     )
 
 
-def _write_corpus(folder: Path, corpus: _Corpus) -> None:
-    arrays: dict[str, np.ndarray] = {}
-    for name in SPLITS:
-        seqs = corpus.sequences[name]
-        arrays[f"{name}_ids"] = np.concatenate([*seqs, np.zeros(0, np.int32)]).astype(np.int32)
-        arrays[f"{name}_offsets"] = np.cumsum([0, *map(len, seqs)], dtype=np.int64)
-        arrays[f"{name}_labels"] = corpus.labels[name]
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(folder / "arrays.npz", buffer.getvalue())
-    corpus.vocab.save(folder / "vocab.json")
-    # Written last: its presence means the folder is complete.
-    atomic_write_json(folder / "meta.json", {"label_names": corpus.label_names, "stats": corpus.stats})
+def _publish(building: Path, folder: Path) -> None:
+    """Move a complete corpus folder into place; a folder another process completed first is kept."""
+    if (folder / _META).exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete leftover (no meta.json)
+    try:
+        building.rename(folder)
+    except OSError:
+        if not (folder / _META).exists():
+            raise
 
 
-def _read_corpus(folder: Path) -> _Corpus:
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    with np.load(folder / "arrays.npz") as arrays:
-        sequences = {name: _unflatten(arrays[f"{name}_ids"], arrays[f"{name}_offsets"]) for name in SPLITS}
-        labels = {name: arrays[f"{name}_labels"] for name in SPLITS}
+def _read_corpus(folder: Path, *, in_memory: bool) -> _Corpus:
+    """The corpus in ``folder``; its ids stay on disk, or with ``in_memory`` are read in whole."""
+    meta = json.loads((folder / _META).read_text(encoding="utf-8"))
     return _Corpus(
-        Vocabulary.load(folder / "vocab.json"), sequences, labels, meta["label_names"], meta["stats"]
+        Vocabulary.load(folder / "vocab.json"),
+        TokenStore.load(folder) if in_memory else TokenStore.open(folder),
+        {name: np.load(folder / f"{name}.npy") for name in SPLITS},
+        np.load(folder / _LABELS),
+        meta["label_names"],
+        meta["stats"],
     )
-
-
-def _unflatten(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    return [ids[start:end] for start, end in itertools.pairwise(offsets)]

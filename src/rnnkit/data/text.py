@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,18 @@ class Vocabulary:
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
+        return cls.from_counts(counts, min_freq=min_freq, max_size=max_size, tokenizer=tokenizer)
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Mapping[str, int],
+        *,
+        min_freq: int = 2,
+        max_size: int | None = 50000,
+        tokenizer: TextTokenizer | None = None,
+    ) -> Vocabulary:
+        """:meth:`build` from token counts already made (a corpus counted without token lists)."""
         kept = sorted(
             (t for t, c in counts.items() if c >= min_freq and t not in (PAD, UNK)),
             key=lambda t: (-counts[t], t),

@@ -21,6 +21,7 @@ import numpy as np
 
 from rnnkit.config import EmbeddingsConfig
 from rnnkit.data.cache import fingerprint, path_identity
+from rnnkit.data.store import DocumentView
 from rnnkit.data.text import PAD_ID, UNK_ID, Vocabulary
 from rnnkit.errors import DataError
 from rnnkit.io import atomic_write_bytes
@@ -191,7 +192,7 @@ def align_vectors(vocab: Vocabulary, source: Vectors, seed: int) -> tuple[np.nda
 
 def coverage(found: np.ndarray, train_sequences: Sequence[np.ndarray]) -> dict[str, float]:
     """Share of the vocabulary and of the training tokens (OOV tokens included) that got a vector."""
-    counts = np.bincount(np.concatenate([*train_sequences, np.zeros(0, np.int64)]), minlength=len(found))
+    counts = token_counts(train_sequences, len(found))
     words = len(found) - 2
     return {
         "embedding_coverage_vocab_pct": round(100.0 * float(found.sum()) / max(words, 1), 2),
@@ -199,6 +200,13 @@ def coverage(found: np.ndarray, train_sequences: Sequence[np.ndarray]) -> dict[s
             100.0 * float(counts[found].sum()) / max(int(counts.sum()), 1), 2
         ),
     }
+
+
+def token_counts(sequences: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """How often each id occurs; a :class:`~rnnkit.data.store.DocumentView` counts in one file pass."""
+    if isinstance(sequences, DocumentView):
+        return sequences.token_counts(size)
+    return np.bincount(np.concatenate([*sequences, np.zeros(0, np.int64)]), minlength=size)
 
 
 def _source_identity(source: str) -> Any:
