@@ -60,14 +60,14 @@ def read(folder: Path) -> dict | None:
     return metrics
 
 
-def ensemble(runs: Path, members: list[Path], name: str) -> dict | None:
-    """``rnnkit ensemble`` of finished runs (at least two), written once."""
+def ensemble(runs: Path, members: list[Path], name: str, with_baseline: bool = False) -> dict | None:
+    """``rnnkit ensemble`` of finished runs (at least two members), written once."""
     folder = runs / name
-    if len(members) < 2:
+    if len(members) + with_baseline < 2:
         return None
     if not (folder / "metrics.json").exists():
         command = [sys.executable, "-m", "rnnkit", "ensemble", *map(str, members), "--run-dir", str(folder)]
-        subprocess.run(command, check=True)
+        subprocess.run(command + (["--with-baseline"] if with_baseline else []), check=True)
     return json.loads((folder / "metrics.json").read_text())
 
 
@@ -101,12 +101,23 @@ def table(runs: Path, configs: list[str], seeds: list[int]) -> str:
                 f"| `configs/{config}.yaml` | {protocol} | {spread(accuracy)} | {spread(macro_f1)} | "
                 f"{done_seeds} | {wall / 60:.1f} min | {spread(baseline)} |"
             )
-            combined = ensemble(runs, [folder for folder, _ in done], f"{config}-{protocol}-x{len(done)}")
-            if combined:
-                ensembles.append((config, protocol, len(done), combined))
-    for config, protocol, count, combined in ensembles:
+            members = [folder for folder, _ in done]
+            name = f"{config}-{protocol}-x{len(done)}"
+            kinds = {
+                f"ensemble of the {len(done)} `{config}` runs": ensemble(runs, members, name),
+                f"the first `{config}` run + its TF-IDF baseline": ensemble(
+                    runs, members[:1], f"{config}-{protocol}-x1b", with_baseline=True
+                ),
+                f"ensemble of the {len(done)} `{config}` runs + the baseline": ensemble(
+                    runs, members, f"{name}b", with_baseline=True
+                )
+                if len(done) > 1
+                else None,
+            }
+            ensembles += [(label, protocol, combined) for label, combined in kinds.items() if combined]
+    for label, protocol, combined in ensembles:
         lines.append(
-            f"| ensemble of the {count} `{config}` runs | {protocol} | {combined['test']['accuracy']:.3f} | "
+            f"| {label} | {protocol} | {combined['test']['accuracy']:.3f} | "
             f"{combined['test']['macro_f1']:.3f} | | | {combined['baseline']['test']['accuracy']:.3f} |"
         )
     return "\n".join(lines)

@@ -72,7 +72,7 @@ def create_ensemble(
     report, _ = per_class_report(scored["test"], members[0].label_names)
     spec = EnsembleSpec(paths, members[0].label_names, temperature)
     write_ensemble(run_dir, spec, metrics, report, overwrite=overwrite)
-    logger.info("ensemble of %d runs written to %s", len(members), run_dir)
+    logger.info("ensemble written to %s", run_dir)
     return metrics
 
 
