@@ -24,16 +24,25 @@ def test_no_file_and_no_overrides_give_the_defaults():
     assert load_config() == Config()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "lstm", "gru", "rnn"])
+SHIPPED = sorted(path.stem for path in CONFIGS.glob("*.yaml") if not path.stem.endswith("-space"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_config_is_valid(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    assert cfg.data.dataset == "20newsgroups"
+    assert cfg.data.dataset == "20newsgroups" or cfg.data.path
 
 
 def test_the_quickstart_config_uses_the_shipped_sample_and_glove():
     cfg = load_config(CONFIGS / "quickstart.yaml")
     assert cfg.data.archive == "data/20news-sample.tar.gz"
     assert cfg.embeddings.source == "glove-6b-50d"
+
+
+def test_the_small_data_config_trains_on_the_shipped_sample():
+    cfg = load_config(CONFIGS / "small.yaml")
+    assert cfg.data.archive == "data/20news-sample.tar.gz"
+    assert cfg.embeddings.sources == ["glove-6b-50d", "train"] and cfg.train.label_smoothing == 0.1
 
 
 def test_the_full_configs_name_their_model():
