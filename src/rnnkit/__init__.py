@@ -15,13 +15,16 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "fit", "load"]
 
 
-def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor | EnsemblePredictor:
+def load(
+    run_dir: str | os.PathLike[str], device: str = "cpu", *, quantize: bool = False
+) -> Predictor | EnsemblePredictor:
     """The best model of a training run, ready to classify text: ``load(run).predict(["..."])``.
 
-    ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. The same as
-    ``rnnkit.runs.open_run(run_dir, device).predictor()``, imported lazily so that ``import rnnkit``
-    (and ``rnnkit --help``) stays fast. An ensemble folder (``rnnkit ensemble``) gives its members'
-    averaged probabilities through the same methods.
+    ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; ``quantize`` runs the model with int8
+    weights on the CPU (faster, see the README). The same as
+    ``rnnkit.runs.open_run(run_dir, device, quantize=quantize).predictor()``, imported lazily so
+    that ``import rnnkit`` (and ``rnnkit --help``) stays fast. An ensemble folder
+    (``rnnkit ensemble``) gives its members' averaged probabilities through the same methods.
     """
     from rnnkit.runs import open_run
     from rnnkit.runs.ensemble import is_ensemble, read_ensemble
@@ -30,12 +33,12 @@ def load(run_dir: str | os.PathLike[str], device: str = "cpu") -> Predictor | En
         from rnnkit.predict import EnsemblePredictor
 
         spec = read_ensemble(run_dir)
-        runs = [open_run(member, device) for member in spec.members]
+        runs = [open_run(member, device, quantize=quantize) for member in spec.members]
         members = [run.predictor() for run in runs]
         if spec.baseline_temperature is not None:
             members.append(runs[0].baseline_predictor(spec.baseline_temperature))
         return EnsemblePredictor(members)
-    return open_run(run_dir, device).predictor()
+    return open_run(run_dir, device, quantize=quantize).predictor()
 
 
 def fit(

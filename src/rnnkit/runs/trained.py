@@ -2,7 +2,8 @@
 
 Predict, evaluate, and everything else that starts from a finished run (explain, export, serve)
 calls :func:`open_run` and gets the config, the vocabulary with its tokenizer, the label names and
-the best model, rebuilt through the model registry and in eval mode.
+the best model, rebuilt through the model registry and in eval mode (with ``quantize``, its int8
+copy: :mod:`rnnkit.models.quantize`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from torch import nn
 from rnnkit.baseline import LinearBaseline
 from rnnkit.config import Config
 from rnnkit.data import EncodedDataset, TextTokenizer, Vocabulary
-from rnnkit.errors import CheckpointError
+from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.models import build_model
+from rnnkit.models.quantize import quantize_dynamic_int8
 from rnnkit.runs.ensemble import ENSEMBLE_NAME, is_ensemble
 from rnnkit.runs.folder import RunDir
 from rnnkit.runtime import resolve_device
@@ -54,6 +56,8 @@ class TrainedRun:
     """``single`` or ``multilabel`` (:mod:`rnnkit.tasks`): softmax and one class, or sigmoids and a set."""
     thresholds: np.ndarray | None = None
     """Multi-label: each label's decision threshold, tuned on validation (``None``: 0.5 each)."""
+    quantized: bool = False
+    """The model's recurrent and linear layers run with int8 weights (CPU; no mixed precision)."""
 
     def predictor(self, batch_size: int | None = None) -> Predictor:
         """A :class:`~rnnkit.predict.Predictor` over this run (batch size: ``train.eval_batch_size``)."""
@@ -90,8 +94,12 @@ class TrainedRun:
         return {"train": data.train, "validation": data.validation, "test": data.test}[split]
 
 
-def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
+def open_run(
+    run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", *, quantize: bool = False
+) -> TrainedRun:
     """The best model of a finished (or running) run, on ``device`` (``cpu``, ``cuda``, ``auto``...).
+
+    ``quantize`` gives the model dynamic int8 weights (:func:`quantize_dynamic_int8`): CPU only.
 
     A folder that is not a run, a run without a finished epoch, or a run whose config, vocabulary,
     labels or checkpoint do not belong together (see :mod:`rnnkit.runs.manifest`) is a one-line
@@ -107,6 +115,8 @@ def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
     run.verify_files()
     cfg = run.load_config()
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    if quantize and target.type != "cpu":
+        raise ConfigError(f"int8 quantisation runs on the CPU, not {target}; use the CPU or drop --quantize")
     best = run.checkpoints.load_best()
     sizes = best.meta["model"]
     vocab, label_names = run.load_vocab(), run.load_labels()
@@ -146,10 +156,11 @@ def open_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
         vocab=vocab,
         tokenizer=vocab.tokenizer,
         label_names=label_names,
-        model=model.to(target).eval(),
+        model=quantize_dynamic_int8(model) if quantize else model.to(target).eval(),
         max_length=cfg.data.max_length,
         device=target,
         record=best.meta["record"],
         task=task,
         thresholds=thresholds,
+        quantized=quantize,
     )

@@ -113,19 +113,23 @@ def resume(
         return _fit(cfg, run, resuming=True, user_callbacks=callbacks)
 
 
-def evaluate(run_dir: str | os.PathLike[str], split: str = "test") -> dict[str, Any]:
-    """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split.
+def evaluate(
+    run_dir: str | os.PathLike[str], split: str = "test", *, quantize: bool = False
+) -> dict[str, Any]:
+    """Score the run's best model on ``split``; the same numbers as ``metrics.json`` for that split
+    (with ``quantize``: its int8 copy on the CPU, see :mod:`rnnkit.models.quantize`).
 
     A run that saved a TF-IDF baseline also gets the baseline's score on the split (``baseline``).
     """
     folder = RunDir(run_dir)
     train_cfg = folder.load_config().train
-    device = resolve_device(train_cfg.device)
+    device = torch.device("cpu") if quantize else resolve_device(train_cfg.device)
     with configure_runtime(train_cfg):
-        run = open_run(run_dir, device)  # before the data: a bad checkpoint fails fast
+        run = open_run(run_dir, device, quantize=quantize)  # before the data: a bad checkpoint fails fast
         data = folder.prepare_data(run.config)
         dataset = getattr(data, split)
-        predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
+        amp = train_cfg.amp and not quantize  # int8 layers take float32 inputs
+        predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, amp)
     if len(dataset) == 0:
         raise DataError(f"the run's {split} split is empty (data.test_size was 0); evaluate another split")
     predictions.thresholds = run.thresholds

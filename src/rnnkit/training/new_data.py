@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import torch
 
 from rnnkit.data import EncodedDataset, encode_texts, load_labelled
 from rnnkit.data.corpus import Columns, TextDataset
@@ -34,15 +35,18 @@ def evaluate_data(
     path: str | os.PathLike[str],
     text_column: str | None = None,
     label_column: str | None = None,
+    *,
+    quantize: bool = False,
 ) -> dict[str, Any]:
-    """Metrics and per-class report of the run's best model on ``path`` (folder, CSV or JSONL).
+    """Metrics and per-class report of the run's best model on ``path`` (folder, CSV or JSONL);
+    with ``quantize`` its int8 copy on the CPU.
 
     CSV and JSONL columns default to the run's ``data.text_column`` and ``data.label_column``.
     """
     train_cfg = RunDir(run_dir).load_config().train
-    device = resolve_device(train_cfg.device)
+    device = torch.device("cpu") if quantize else resolve_device(train_cfg.device)
     with configure_runtime(train_cfg):
-        run = open_run(run_dir, device)
+        run = open_run(run_dir, device, quantize=quantize)
         data_cfg = run.config.data
         columns = Columns(
             text_column or data_cfg.text_column,
@@ -67,7 +71,8 @@ def evaluate_data(
             )
         encoded = encode_texts([documents.texts[i] for i in kept], run.vocab, run.tokenizer, run.max_length)
         dataset = EncodedDataset(encoded.sequences, labels, run.max_length)
-        predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, train_cfg.amp)
+        amp = train_cfg.amp and not quantize  # int8 layers take float32 inputs
+        predictions = predict_dataset(run.model, dataset, train_cfg.eval_batch_size, device, amp)
     predictions.thresholds = run.thresholds
     text, _ = per_class_report(predictions, run.label_names)
     return {
