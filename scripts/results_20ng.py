@@ -135,17 +135,20 @@ def learning_curve(runs: Path, config: str, seed: int, archive: str, out: Path) 
         folder = run_dir(runs, config, "removed", seed, docs)
         train(folder, config, "removed", seed, archive, docs)
         metrics = read(folder)
+        hybrid = ensemble(runs, [folder], f"{folder.name}-x1b", with_baseline=True)
         rows.append(
             (
                 metrics["data"]["train_docs"],
                 metrics["test"]["accuracy"],
                 metrics["baseline"]["test"]["accuracy"],
+                hybrid["test"]["accuracy"],
             )
         )
-    sizes, network, baseline = zip(*rows, strict=True)
+    sizes, network, baseline, hybrid = zip(*rows, strict=True)
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
     axes.plot(sizes, network, "o-", label=f"configs/{config}.yaml")
     axes.plot(sizes, baseline, "s--", label="TF-IDF baseline (same split)")
+    axes.plot(sizes, hybrid, "^-", label="the two combined (--with-baseline)")
     axes.set_xscale("log")
     axes.set_xticks(sizes, [f"{n:,}" for n in sizes])
     axes.set_xlabel("training documents")
@@ -162,6 +165,7 @@ def learning_curve(runs: Path, config: str, seed: int, archive: str, out: Path) 
     ]
     lines.append(f"| `configs/{config}.yaml` | " + " | ".join(f"{a:.3f}" for a in network) + " |")
     lines.append("| TF-IDF baseline | " + " | ".join(f"{a:.3f}" for a in baseline) + " |")
+    lines.append("| the two combined | " + " | ".join(f"{a:.3f}" for a in hybrid) + " |")
     return "\n".join(lines)
 
 
