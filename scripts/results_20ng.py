@@ -75,7 +75,7 @@ def spread(values: list[float]) -> str:
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.3f} (1 seed)"
+        return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
@@ -102,23 +102,26 @@ def table(runs: Path, configs: list[str], seeds: list[int]) -> str:
                 f"{done_seeds} | {wall / 60:.1f} min | {spread(baseline)} |"
             )
             members = [folder for folder, _ in done]
-            name = f"{config}-{protocol}-x{len(done)}"
-            kinds = {
-                f"ensemble of the {len(done)} `{config}` runs": ensemble(runs, members, name),
-                f"the first `{config}` run + its TF-IDF baseline": ensemble(
-                    runs, members[:1], f"{config}-{protocol}-x1b", with_baseline=True
-                ),
-                f"ensemble of the {len(done)} `{config}` runs + the baseline": ensemble(
-                    runs, members, f"{name}b", with_baseline=True
-                )
-                if len(done) > 1
-                else None,
-            }
-            ensembles += [(label, protocol, combined) for label, combined in kinds.items() if combined]
-    for label, protocol, combined in ensembles:
+            hybrids = [
+                ensemble(runs, [folder], f"{folder.name}-x1b", with_baseline=True) for folder in members
+            ]
+            ensembles.append(
+                (f"each `{config}` run + its own TF-IDF baseline", protocol, hybrids, baseline, done_seeds)
+            )
+            if len(done) > 1:
+                name = f"{config}-{protocol}-x{len(done)}"
+                for label, with_baseline in (
+                    (f"ensemble of the {len(done)} `{config}` runs", False),
+                    (f"ensemble of the {len(done)} `{config}` runs + the first one's baseline", True),
+                ):
+                    combined = ensemble(runs, members, name + "b" * with_baseline, with_baseline)
+                    ensembles.append((label, protocol, [combined], baseline[:1], ""))
+    for label, protocol, results, baseline, seeds_used in ensembles:
+        accuracy = [result["test"]["accuracy"] for result in results]
+        macro_f1 = [result["test"]["macro_f1"] for result in results]
         lines.append(
-            f"| {label} | {protocol} | {combined['test']['accuracy']:.3f} | "
-            f"{combined['test']['macro_f1']:.3f} | | | {combined['baseline']['test']['accuracy']:.3f} |"
+            f"| {label} | {protocol} | {spread(accuracy)} | {spread(macro_f1)} | {seeds_used} | "
+            f"| {spread(baseline)} |"
         )
     return "\n".join(lines)
 
