@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from test_runs_checkpoint import Payload
 from test_trainer import cli_args, tiny_settings, write_corpus
 
+from rnnkit import cli
 from rnnkit.cli import main
 from rnnkit.config import Config
 from rnnkit.training import experiment
@@ -197,3 +200,120 @@ def test_a_model_too_large_for_this_machine_is_refused_before_anything_is_writte
     argv = ["train", "--run-dir", str(run), *cli_args(tiny_settings(corpus)), "--set", setting]
     fails_with(capsys, argv, "training this model needs about", "GB of memory")
     assert not run.exists()
+
+
+# Environment faults: a full disk, a read-only folder, an unusable or damaged cache. Each is one line
+# (exit 2) naming the file and what to do; files already written stay whole.
+
+
+def refuse_writes(patch: pytest.MonkeyPatch, matches, code: int) -> None:
+    """Make the file system refuse, with ``code``, every write into a path for which ``matches`` holds.
+
+    ``os.fsync`` of an atomic write's temporary file fails as a full disk's does; creating a file
+    or folder (``os.open`` for writing, ``os.mkdir``) fails as a read-only file system's does, for
+    root too.
+    """
+    real_fsync, real_open, real_mkdir = os.fsync, os.open, os.mkdir
+
+    def refuse(path) -> None:
+        raise OSError(code, os.strerror(code), os.fsdecode(path))
+
+    def fsync(fd):
+        if matches(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(code, os.strerror(code))  # a failed flush names no file
+        return real_fsync(fd)
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and matches(os.fsdecode(path)):
+            refuse(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if matches(os.fsdecode(path)):
+            refuse(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    patch.setattr(os, "fsync", fsync)
+    patch.setattr(os, "open", open_)
+    patch.setattr(os, "mkdir", mkdir)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+
+
+@linux_only
+def test_a_full_disk_mid_run_is_one_line_and_the_run_continues_once_there_is_space(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), *cli_args(tiny_settings(corpus))]
+    with pytest.MonkeyPatch.context() as patch:
+        refuse_writes(patch, lambda path: "last.safetensors" in path, errno.ENOSPC)
+        fails_with(
+            capsys,
+            argv,
+            f"no space left on the device ({run / 'checkpoints' / 'last.safetensors'})",
+            f"free some space, then continue with: rnnkit train --resume {run}",
+        )
+    assert not list(run.rglob("*.tmp")) and (run / "config.yaml").exists()
+    assert main(["train", "-q", "--resume", str(run)]) == 0
+    assert (run / "metrics.json").exists()
+
+
+@linux_only
+@pytest.mark.parametrize("command", ["a new run", "--resume", "predict --output"])
+def test_a_read_only_folder_is_one_line(finished_run, tmp_path, capsys, command):
+    read_only = tmp_path / "read-only"
+    shutil.copytree(finished_run, read_only / "run")
+    output = ["--output", str(read_only / "predictions.jsonl")]
+    argv = {
+        "a new run": ["train", "--run-dir", str(read_only / "new")],
+        "--resume": ["train", "--resume", str(read_only / "run")],
+        "predict --output": ["predict", "--run-dir", str(read_only / "run"), "nasa launch", *output],
+    }[command]
+    with pytest.MonkeyPatch.context() as patch:
+        refuse_writes(patch, lambda path: path.startswith(str(read_only)), errno.EROFS)
+        fails_with(capsys, argv, "the file system is read-only", str(read_only), "fix its permissions")
+    assert not (read_only / "predictions.jsonl").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_run_folder_without_write_permission_is_one_line(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    run.chmod(0o555)
+    try:
+        fails_with(capsys, ["train", "--resume", str(run)], "permission denied", str(run / ".lock"))
+    finally:
+        run.chmod(0o755)
+
+
+def test_an_unusable_cache_folder_is_one_line_before_the_run_folder_exists(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache-file").write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache-file"))
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), *cli_args(tiny_settings(corpus))]
+    fails_with(capsys, argv, f"RNNKIT_CACHE={tmp_path / 'cache-file'}", "cannot be used")
+    assert not run.exists()
+
+
+def test_evaluate_rebuilds_a_truncated_cache_entry_instead_of_failing(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    assert main(["evaluate", "--run-dir", str(run), "--json"]) == 0  # fills this test's cache
+    first = capsys.readouterr().out
+    for ids in (tmp_path / "cache" / "corpus").glob("*/ids.npy"):
+        ids.write_bytes(ids.read_bytes()[:200])
+    assert main(["evaluate", "--run-dir", str(run), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == first
+    assert "the tokenised corpus in the cache is damaged" in captured.err
+
+
+def test_any_other_os_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    def broken(args):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(cli, "_compare", broken)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        main(["compare", "runs/x"])

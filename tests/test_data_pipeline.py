@@ -247,3 +247,56 @@ def test_a_file_in_two_class_folders_reaches_the_cached_corpus_as_one_document_w
         rows = np.concatenate([split.labels for split in splits])
         assert rows.sum(axis=1).tolist().count(2.0) == 1 and rows.sum() == 20
     assert data.stats["corpus_cache"] == "hit"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated ids.npy",
+        "truncated offsets.npy",
+        "truncated vocab.json",
+        "truncated meta.json",
+        "truncated labels.npy",
+        "labels out of range",
+    ],
+)
+def test_a_damaged_cache_entry_is_built_again_never_used(
+    tmp_path: Path, split_csv: Path, caplog, damage: str
+) -> None:
+    cfg = _config(tmp_path, split_csv)
+    first = prepare_data(cfg)
+    (entry,) = (tmp_path / "cache" / "corpus").iterdir()
+    name = damage.split()[-1]
+    if damage == "labels out of range":  # a whole file whose content does not fit
+        np.save(entry / "labels.npy", np.load(entry / "labels.npy") + 10)
+    else:
+        data = (entry / name).read_bytes()
+        (entry / name).write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="rnnkit"):
+        rebuilt = prepare_data(cfg)
+    assert rebuilt.stats["corpus_cache"] == "miss"
+    assert "the tokenised corpus in the cache is damaged" in caplog.text
+    assert "building it again" in caplog.text
+    assert np.array_equal(rebuilt.train.labels, first.train.labels) and rebuilt.vocab == first.vocab
+    assert prepare_data(cfg).stats["corpus_cache"] == "hit"  # the entry was written again, whole
+
+
+def test_a_cache_folder_that_cannot_be_created_is_one_line_naming_rnnkit_cache(
+    tmp_path: Path, split_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "a-file"))
+    with pytest.raises(DataError, match=r"RNNKIT_CACHE=.*a-file\) cannot be used.*set RNNKIT_CACHE") as error:
+        prepare_data(_config(tmp_path, split_csv))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_cache_folder_that_cannot_be_written_is_one_line(
+    tmp_path: Path, split_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    monkeypatch.setenv("RNNKIT_CACHE", str(locked))
+    with pytest.raises(DataError, match="cannot be used"):
+        prepare_data(_config(tmp_path, split_csv))

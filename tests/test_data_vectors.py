@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -178,3 +179,20 @@ def test_corpus_word2vec_reads_about_five_million_tokens_in_5_to_50_passes():
         50,
         50,
     ]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape"])
+def test_a_damaged_cached_matrix_is_built_again(tmp_path: Path, vocab: Vocabulary, caplog, damage) -> None:
+    path = tmp_path / "v.bin"
+    _keyed().save_word2vec_format(str(path), binary=True)
+    cfg, train = EmbeddingsConfig(source=str(path)), [np.array([2, 3])]
+    first, _ = build_embeddings(cfg, vocab, train, tmp_path / "cache", seed=0)
+    (entry,) = (tmp_path / "cache" / "embeddings").iterdir()
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:100])
+    else:  # a whole file, but for another vocabulary
+        np.savez(entry, matrix=first[:3], found=np.ones(3, dtype=bool))
+    with caplog.at_level(logging.WARNING, logger="rnnkit"):
+        rebuilt, stats = build_embeddings(cfg, vocab, train, tmp_path / "cache", seed=0)
+    assert stats["embedding_cache"] == "miss" and np.array_equal(rebuilt, first)
+    assert "embeddings in the cache are damaged" in caplog.text

@@ -1,5 +1,6 @@
 """Run-folder files are replaced whole or not at all."""
 
+import errno
 import json
 import os
 
@@ -67,3 +68,14 @@ def test_an_interrupted_fallback_exchange_is_put_back(tmp_path):
     os.replace(old, f"{old}.exchange")  # the first of the three renames, then a crash
     finish_exchange(old)
     assert os.listdir(old) == ["old.txt"] and os.listdir(new) == ["new.txt"]
+
+
+def test_a_full_disk_names_the_file_being_written_not_its_temporary_copy(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a failed flush: no file name
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as error:
+        atomic_write_json(tmp_path / "metrics.json", {"accuracy": 0.5})
+    assert (error.value.errno, error.value.filename) == (errno.ENOSPC, str(tmp_path / "metrics.json"))
+    assert os.listdir(tmp_path) == []

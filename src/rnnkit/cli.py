@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rnnkit import __version__
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, environment_fault
 from rnnkit.openmp import prefer_passive_waiting
 
 logger = logging.getLogger("rnnkit")
@@ -61,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (RnnkitError, _UsageError) as error:
         _report(" ".join(str(error).split()))
+        return 2
+    except OSError as error:  # a full disk, a read-only folder: one line; any other keeps its traceback
+        fault = environment_fault(error)
+        if fault is None:
+            raise
+        _report(" ".join(str(fault).split()))
         return 2
     except Exception:
         if _another_rank_reported():
@@ -259,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from rnnkit import distributed
     from rnnkit.config import load_config
-    from rnnkit.runs import default_run_dir
+    from rnnkit.runs import RunDir, default_run_dir
     from rnnkit.training import experiment
     from rnnkit.training.user_callbacks import load_callback
 
@@ -280,6 +286,12 @@ def _train(args: argparse.Namespace) -> int:
         where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
         _report(f"interrupted; {where}; continue with: rnnkit train --resume {run_dir}", prefix="rnnkit: ")
         return 130
+    except OSError as error:  # a full disk mid-run: the run's setup is written, so it can continue
+        resumable = RunDir(run_dir).config_file.exists()
+        fault = environment_fault(error, then=f"continue with: rnnkit train --resume {run_dir}")
+        if fault is None or not resumable:
+            raise
+        raise fault from None
     finally:
         distributed.cleanup()
     if distributed.is_main_process():

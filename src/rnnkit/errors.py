@@ -5,6 +5,10 @@ line that says what is wrong and how to fix it. The CLI prints that line and exi
 every other exception is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import errno
+
 
 class RnnkitError(Exception):
     """A problem the user can fix; the message is shown as is, on one line."""
@@ -26,3 +30,37 @@ class DataTypeError(DataError, TypeError):
 
 class CheckpointError(RnnkitError):
     """A run folder or checkpoint is missing, corrupted, unsafe or already in use."""
+
+
+class EnvironmentFault(RnnkitError):
+    """The machine refused a file operation: a full disk, a read-only or forbidden folder."""
+
+
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file grew too large for its file system",
+}
+_NOT_WRITABLE = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def environment_fault(error: OSError, then: str = "run the command again") -> EnvironmentFault | None:
+    """The one-line error for an ``OSError`` the machine's state caused, or None for any other.
+
+    A full disk or a read-only folder is not a bug in rnnkit, and every run file is written
+    atomically, so nothing already written is damaged: the user frees space or picks another
+    folder and does ``then``.
+    """
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in _NO_SPACE:
+        return EnvironmentFault(f"{_NO_SPACE[error.errno]}{where}; free some space, then {then}")
+    if error.errno in _NOT_WRITABLE:
+        return EnvironmentFault(
+            f"{_NOT_WRITABLE[error.errno]}{where}; choose a folder you can write to (--run-dir, --output, "
+            f"RNNKIT_CACHE) or fix its permissions, then {then}"
+        )
+    return None

@@ -40,7 +40,10 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, target) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), _FILE_MODE)  # mkstemp makes 0600; run files are ordinary files
@@ -48,10 +51,19 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as error:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, tmp_name):
+            raise _naming(error, target) from None  # a full disk names no file, or the temporary one
         raise
     _fsync_dir(target.parent)
+
+
+def _naming(error: OSError, target: Path) -> OSError:
+    """The same error about ``target`` rather than the temporary file (or no file at all)."""
+    if not error.errno:  # raised by hand, not by the system: keep it as it is
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(target))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -41,7 +41,7 @@ import torch
 
 from rnnkit.config import Config
 from rnnkit.data.batching import EncodedDataset
-from rnnkit.data.cache import cache_root, fingerprint, path_identity
+from rnnkit.data.cache import DAMAGED_ENTRY, fingerprint, path_identity, usable_cache_root
 from rnnkit.data.corpus import (
     Columns,
     RecordStream,
@@ -145,7 +145,7 @@ def prepare_data(cfg: Config, documents: Documents | None = None) -> PreparedDat
     of ``data.dataset``: the training pool and, if not ``None``, the test part.
     """
     data = cfg.data
-    root = cache_root(data.cache_dir)
+    root = usable_cache_root(data.cache_dir)
     tokenizer = build_tokenizer(data)
     if documents is None:
         corpus = _cached_corpus(cfg, tokenizer, root)
@@ -262,14 +262,22 @@ def _cached_corpus(cfg: Config, tokenizer: TextTokenizer, root: Path) -> _Corpus
     identity = (_source_identity(cfg), tokenizer.cache_identity())
     key = fingerprint(_CACHE_VERSION, settings, identity, cfg.train.seed)
     folder = root / "corpus" / key
-    if not (folder / _META).exists():
-        _build_corpus(cfg, tokenizer, folder, _load_documents(cfg))
-        stats_cache = "miss"
-    else:
-        logger.info("tokenised corpus from cache %s", folder)
-        stats_cache = "hit"
+    if (folder / _META).exists():
+        try:
+            corpus = _read_corpus(folder, in_memory=False)
+            _check_corpus(corpus)
+        except DAMAGED_ENTRY as error:
+            logger.warning(
+                "the tokenised corpus in the cache is damaged (%s: %s); building it again", folder, error
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            logger.info("tokenised corpus from cache %s", folder)
+            corpus.stats["corpus_cache"] = "hit"
+            return corpus
+    _build_corpus(cfg, tokenizer, folder, _load_documents(cfg))
     corpus = _read_corpus(folder, in_memory=False)
-    corpus.stats["corpus_cache"] = stats_cache
+    corpus.stats["corpus_cache"] = "miss"
     return corpus
 
 
@@ -496,3 +504,27 @@ def _read_corpus(folder: Path, *, in_memory: bool) -> _Corpus:
         meta["label_names"],
         meta["stats"],
     )
+
+
+def _check_corpus(corpus: _Corpus) -> None:
+    """A ``ValueError`` unless the cached files fit each other: the id file as long as its offsets
+    say, one label (or a 0/1 row per label) per document, split positions among the documents.
+
+    Sizes and ranges only, no pass over the ids, which may not fit in memory.
+    """
+    store, labels, classes = corpus.store, corpus.labels, len(corpus.label_names)
+    documents = len(store)
+    ids = store.ids if store.ids is not None else np.load(store.path, mmap_mode="r")
+    if store.offsets[0] != 0 or store.offsets[-1] != len(ids) or np.any(np.diff(store.offsets) < 0):
+        raise ValueError(f"{len(ids)} ids do not fit offsets ending at {store.offsets[-1]}")
+    if len(labels) != documents:
+        raise ValueError(f"{len(labels)} labels for {documents} documents")
+    if labels.ndim == 2:  # multi-label
+        fits = labels.shape[1] == classes and bool(np.isin(labels, (0, 1)).all())
+    else:
+        fits = documents == 0 or (labels.min() >= 0 and labels.max() < classes)
+    if not fits:
+        raise ValueError(f"labels do not fit the {classes} label names")
+    for name, positions in corpus.documents.items():
+        if len(positions) and (positions.min() < 0 or positions.max() >= documents):
+            raise ValueError(f"the {name} split names documents the corpus does not have")

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnkit.config import EmbeddingsConfig
-from rnnkit.data.cache import fingerprint, path_identity
+from rnnkit.data.cache import DAMAGED_ENTRY, fingerprint, path_identity
 from rnnkit.data.store import DocumentView
 from rnnkit.data.text import PAD_ID, UNK_ID, Vocabulary
 from rnnkit.errors import DataError
@@ -291,10 +291,21 @@ def _aligned(
     matrix_file = cache_dir / "embeddings" / f"{key}.npz"
     try:
         with np.load(matrix_file) as cached:
-            logger.info("embeddings %s from cache %s", source, matrix_file)
-            return cached["matrix"], cached["found"], True
-    except (OSError, ValueError, KeyError):
-        pass  # not cached yet, or a damaged entry: build it again
+            matrix, found = cached["matrix"], cached["found"]
+        if matrix.ndim != 2 or len(matrix) != len(vocab) or found.shape != (len(vocab),):
+            raise ValueError(f"a {matrix.shape} matrix for a vocabulary of {len(vocab)}")
+    except FileNotFoundError:
+        pass  # not cached yet
+    except DAMAGED_ENTRY as error:
+        logger.warning(
+            "the %s embeddings in the cache are damaged (%s: %s); building them again",
+            source,
+            matrix_file,
+            error,
+        )
+    else:
+        logger.info("embeddings %s from cache %s", source, matrix_file)
+        return matrix, found, True
     if source == "train":
         itos = vocab.itos
         sentences = [[itos[i] for i in seq if i != UNK_ID] for seq in train_sequences]
