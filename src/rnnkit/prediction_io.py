@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
 STDIN = "-"
-CHUNK_DOCUMENTS = 2048
+CHUNK_DOCUMENTS = 8192
 """Documents predicted and written together: large enough for full batches, small enough that
 memory does not grow with the input."""
 
