@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
     train.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from a trained run's weights (same model settings; shared words keep their vectors, "
+        "a different label list gets a new head); the same as --set train.init_from=RUN",
+    )
+    train.add_argument(
         "--callback",
         action="append",
         default=[],
@@ -269,9 +275,10 @@ def _train(args: argparse.Namespace) -> int:
     from rnnkit.training import experiment
     from rnnkit.training.user_callbacks import load_callback
 
-    if args.resume and (args.config or args.run_dir or args.overwrite):
+    if args.resume and (args.config or args.run_dir or args.overwrite or args.init_from):
         raise _UsageError(
-            "--resume continues a run with its saved config; drop --config, --run-dir and --overwrite"
+            "--resume continues a run with its saved config; drop --config, --run-dir, --overwrite "
+            "and --init-from"
         )
     run_dir = Path(args.resume or args.run_dir or default_run_dir(args.config))
     callbacks = [load_callback(spec) for spec in args.callback]
@@ -279,7 +286,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume:
             metrics = experiment.resume(run_dir, args.set, callbacks)
         else:
-            cfg = load_config(args.config, args.set)
+            init = [f"train.init_from={args.init_from}"] if args.init_from else []
+            cfg = load_config(args.config, [*args.set, *init])
             metrics = experiment.train(cfg, run_dir, overwrite=args.overwrite, callbacks=callbacks)
     except KeyboardInterrupt:
         latest = experiment.latest_checkpoint(run_dir)

@@ -137,6 +137,7 @@ class TrainConfig:
     flush_denormal: bool = True
     reuse_memory: bool = True
     baseline: bool = True
+    init_from: str | None = None
     checkpoint_every: int = _at_least(0, 0)
     compile: bool = False
     progress: bool = True

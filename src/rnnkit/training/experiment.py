@@ -43,6 +43,7 @@ from rnnkit.training.metrics import confusion, per_class_report, summarize
 from rnnkit.training.plots import plot_confusion, plot_history
 from rnnkit.training.thresholds import tune_thresholds
 from rnnkit.training.trainer import Trainer
+from rnnkit.training.warm_start import warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ def train(
         cfg, device, vocab_size=cfg.data.max_vocab or 2, embedding_dim=cfg.embeddings.dim if own_width else 1
     )
     run = RunDir(distributed.broadcast_object(run_dir))  # a default name holds rank 0's clock
+    if cfg.train.init_from:  # a wrong folder fails before minutes of data preparation
+        RunDir(cfg.train.init_from).require()
+        if Path(cfg.train.init_from).resolve() == run.path.resolve():
+            raise ConfigError("train.init_from names the run folder being written; start from another run")
     with contextlib.ExitStack() as held:
         if distributed.is_main_process():
             held.enter_context(run.new_run(overwrite=overwrite))
@@ -225,7 +230,9 @@ def absolute_paths(cfg: Config) -> Config:
         for source in cfg.embeddings.sources
     ]
     source = sources[0] if isinstance(cfg.embeddings.source, str) else sources
-    return dataclasses.replace(cfg, data=data, embeddings=dataclasses.replace(cfg.embeddings, source=source))
+    embeddings = dataclasses.replace(cfg.embeddings, source=source)
+    train = dataclasses.replace(cfg.train, init_from=absolute(cfg.train.init_from))
+    return dataclasses.replace(cfg, data=data, embeddings=embeddings, train=train)
 
 
 def seed_everything(seed: int) -> None:
@@ -284,6 +291,8 @@ def _fit(
         freeze_embeddings=cfg.embeddings.freeze,
         embedding_dim=embedding_dim,
     )
+    if cfg.train.init_from and not resuming:
+        warm_start(model, cfg.train.init_from, data.vocab, data.label_names)
     baseline = None
     if distributed.is_main_process() and resuming:
         baseline = _baseline(cfg, run, data)
