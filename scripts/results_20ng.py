@@ -89,8 +89,9 @@ def table(runs: Path, configs: list[str], seeds: list[int]) -> str:
     for protocol in PROTOCOLS:
         for config in configs:
             folders = {seed: run_dir(runs, config, protocol, seed) for seed in seeds}
-            done = [(folder, m) for folder in folders.values() if (m := read(folder)) is not None]
-            done_seeds = ", ".join(str(seed) for seed, folder in folders.items() if read(folder))
+            metrics = {seed: read(folder) for seed, folder in folders.items()}
+            done = [(folders[seed], m) for seed, m in metrics.items() if m is not None]
+            done_seeds = ", ".join(str(seed) for seed, m in metrics.items() if m is not None)
             if not done:
                 continue
             accuracy = [m["test"]["accuracy"] for _, m in done]

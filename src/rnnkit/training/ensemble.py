@@ -54,8 +54,7 @@ def create_ensemble(
     if Path(run_dir).absolute() in paths:
         raise ConfigError(f"--run-dir {run_dir} is one of the members; choose another folder")
     members = _open_members(paths)
-    temperature = _baseline_temperature(members[0]) if with_baseline else None
-    scored = _score_members(members, temperature)
+    scored, temperature = _score_members(members, ("validation", "test"), with_baseline=with_baseline)
     metrics: dict[str, Any] = {
         "ensemble": {
             "members": [str(path) for path in paths],
@@ -80,7 +79,12 @@ def evaluate_ensemble(run_dir: str | os.PathLike[str], split: str = "test") -> d
     """The ensemble's scores on ``split``, in the shape of :func:`rnnkit.training.experiment.evaluate`."""
     spec = read_ensemble(run_dir)
     members = _open_members(spec.members)
-    predictions = _score_members(members, spec.baseline_temperature, (split,))
+    predictions, _ = _score_members(
+        members,
+        (split,),
+        with_baseline=spec.baseline_temperature is not None,
+        temperature=spec.baseline_temperature,
+    )
     if split not in predictions:
         raise ConfigError(
             f"the members of {run_dir} were validated on different documents (different seeds or data "
@@ -118,16 +122,29 @@ def _open_members(paths: Sequence[Path]) -> list[TrainedRun]:
 
 def _score_members(
     members: Sequence[TrainedRun],
-    baseline_temperature: float | None,
-    splits: Sequence[str] = ("validation", "test"),
-) -> dict[str, Predictions]:
-    """Averaged probabilities per split, for the splits whose documents all members share."""
+    splits: Sequence[str],
+    *,
+    with_baseline: bool = False,
+    temperature: float | None = None,
+) -> tuple[dict[str, Predictions], float | None]:
+    """Averaged probabilities per split, for the splits whose documents all members share.
+
+    ``with_baseline`` adds the first member's TF-IDF baseline at ``temperature``, fitted on that
+    member's validation split when not given; the temperature used is returned beside the scores.
+    """
     probs: dict[str, list[np.ndarray]] = {split: [] for split in splits}
     labels: dict[str, list[np.ndarray]] = {split: [] for split in splits}
     for index, member in enumerate(members):
         train_cfg = member.config.train
+        baseline = _baseline(member) if with_baseline and index == 0 else None
         with configure_runtime(train_cfg):
             data = RunDir(member.path).prepare_data(member.config)
+            if baseline is not None and temperature is None:
+                scores = baseline.scores(data.token_ids["validation"], len(member.vocab))
+                temperature = fit_temperature(scores, data.validation.labels)
+                logger.info(
+                    "TF-IDF baseline of %s joins the ensemble (scores x %.3g)", member.path, temperature
+                )
             for split in splits:
                 dataset = getattr(data, split)
                 scored = predict_dataset(
@@ -135,10 +152,9 @@ def _score_members(
                 )
                 probs[split].append(scored.probs)
                 labels[split].append(scored.labels)
-                if index == 0 and baseline_temperature is not None:
-                    baseline = LinearBaseline.load(RunDir(member.path).baseline_file)
+                if baseline is not None:
                     ids = data.token_ids[split]
-                    probs[split].append(baseline.probabilities(ids, len(member.vocab), baseline_temperature))
+                    probs[split].append(baseline.probabilities(ids, len(member.vocab), temperature))
     result = {}
     for split in splits:
         first = labels[split][0]
@@ -154,21 +170,16 @@ def _score_members(
         mean = np.mean(probs[split], axis=0)
         losses = -np.log(np.clip(mean[np.arange(len(first)), first], 1e-12, None))
         result[split] = Predictions(labels=first, probs=mean, losses=losses)
-    return result
+    return result, temperature
 
 
-def _baseline_temperature(member: TrainedRun) -> float:
-    """The scale of ``member``'s baseline scores fitted on its own validation split."""
+def _baseline(member: TrainedRun) -> LinearBaseline:
     file = RunDir(member.path).baseline_file
     if not file.is_file():
         raise ConfigError(
             f"{member.path} has no TF-IDF baseline to add (it was trained with train.baseline=false)"
         )
-    data = RunDir(member.path).prepare_data(member.config)
-    scores = LinearBaseline.load(file).scores(data.token_ids["validation"], len(member.vocab))
-    temperature = fit_temperature(scores, data.validation.labels)
-    logger.info("TF-IDF baseline of %s joins the ensemble (scores x %.3g)", member.path, temperature)
-    return temperature
+    return LinearBaseline.load(file)
 
 
 def _member_summary(member: TrainedRun) -> dict[str, Any]:
