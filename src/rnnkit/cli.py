@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rnnkit import __version__
 from rnnkit.errors import RnnkitError, environment_fault
-from rnnkit.openmp import prefer_passive_waiting
+from rnnkit.openmp import choose_wait_policy
 
 logger = logging.getLogger("rnnkit")
 
@@ -49,7 +49,6 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return the process exit status."""
-    prefer_passive_waiting()  # before any subcommand imports torch
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: _is_main_process())
@@ -57,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+        if choose_wait_policy():  # before any subcommand (or included package) imports torch
+            logger.debug("other processes keep the CPUs busy: OpenMP threads sleep when idle (PASSIVE)")
         _include_packages(args.include_package)
         return args.handler(args)
     except (RnnkitError, _UsageError) as error:
