@@ -19,8 +19,11 @@ MISSING_ON_GPU_IMAGE=(gensim==4.4.0 smart_open==9.0.2 iterative-stratification==
 prepare() {
   local archive=${1:?give the path of 20news-bydate.tar.gz}
   mkdir -p "$HERE/wheels"
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-  cp "$archive" "$ARCHIVE"
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
+  install -m 644 "$archive" "$ARCHIVE"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$HERE/wheels" "${MISSING_ON_GPU_IMAGE[@]}"

@@ -25,10 +25,8 @@ resumable: a finished run is read, a killed one continues from its checkpoint, a
 made with another config is refused. Seeds come outermost (every configuration once, then the next
 seed), so a study stopped early still covers every question.
 
-Cost on this project's 2-core CPU (estimated, not measured: the README's measured s/epoch of the
-shipped configs, about 7 s for the bi-LSTM 128, 10 s for the GRU, 6 s for the SimpleRNN, times up
-to 12 epochs, and the recurrent products scaled by hidden size for the other sizes): about 32
-minutes per seed, of which about 13 for hidden 512 alone, so **about 1.5-2 hours** for 3 seeds.
+Cost on this project's 2-core CPU, measured (quiet machine, 2 threads): 28 minutes per seed, of
+which 7.7 for hidden 512 alone, so **about 1.5 hours** for 3 seeds.
 
 Outputs ``docs/study.md`` (the design, a table per question with mean ± std over the seeds, training
 time and accuracy per second beside accuracy, and plain-language conclusions written from the
@@ -88,7 +86,7 @@ QUESTIONS = (
         "pooling", "Which pooling over the time steps?", "model.pooling", ("max", "last", "mean", "attention")
     ),
 )
-LABELS = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU", True: "bidirectional", False: "unidirectional"}
+CELL_NAMES = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 SMOKE = {
     "data.archive": str(ROOT / "data" / "20news-sample.tar.gz"),
     "data.max_length": 60,
@@ -107,7 +105,9 @@ class Level:
 
     @property
     def label(self) -> str:
-        return str(LABELS.get(self.value, self.value))
+        if isinstance(self.value, bool):  # before any lookup: 1 == True, so a 1-layer level is no direction
+            return "bidirectional" if self.value else "unidirectional"
+        return CELL_NAMES.get(self.value, str(self.value))
 
     def values(self, name: str) -> list[float]:
         getters = {
@@ -354,6 +354,19 @@ def plot_question(question: Question, levels: Sequence[Level], path: Path) -> No
     save_png(figure, path)
 
 
+def baseline_line(runs_dir: Path, seeds: Sequence[int]) -> list[str]:
+    """The score to beat: the built-in TF-IDF baseline of the base runs (same splits), if they have one."""
+    runs = [load_run(run_dir(runs_dir, "base", seed).path) for seed in seeds]
+    scores = [100 * run.metrics["baseline"]["test"]["accuracy"] for run in runs if "baseline" in run.metrics]
+    if len(scores) != len(runs):
+        return []
+    spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+    return [
+        f"- the score to beat: the built-in TF-IDF baseline, fitted on the base runs' own splits, "
+        f"{statistics.fmean(scores):.2f} ± {spread:.2f}% test accuracy"
+    ]
+
+
 def write_report(
     questions: Sequence[Question],
     plan: dict[str, Config],
@@ -381,6 +394,7 @@ def write_report(
         "- accuracy and macro-F1 on the test split in % (mean ± std over seeds); train time is the sum",
         "  of the epochs' times (training and validation); accuracy / s is test accuracy per second of it;",
         "  differences are paired by seed.",
+        *baseline_line(args.runs_dir, seeds),
         "",
     ]
     for question in questions:

@@ -45,6 +45,7 @@ def test_the_report_has_a_table_a_png_and_conclusions_per_question(smoke):
     assert [row.split(" | ")[0] for row in table[1:]] == ["| ---", "| LSTM (base)", "| SimpleRNN", "| GRU"]
     assert all(" ± " in row for row in table[2:])
     assert "is the most accurate: it beats" in report and "Most accuracy per second of training" in report
+    assert "the score to beat: the built-in TF-IDF baseline" in report
     assert (root / "docs" / "study" / "cell.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -83,6 +84,11 @@ def level(value, accuracies, seconds) -> study.Level:
         for a, s in zip(accuracies, seconds, strict=True)
     ]
     return study.Level(value, runs)
+
+
+def test_levels_are_named_for_what_they_are():
+    names = [study.Level(value, []).label for value in ("gru", "rnn", True, False, 1, 2, 512, "max")]
+    assert names == ["GRU", "SimpleRNN", "bidirectional", "unidirectional", "1", "2", "512", "max"]
 
 
 def test_conclusions_state_the_paired_difference_the_time_ratio_and_whether_seeds_agree():
