@@ -238,11 +238,9 @@ def train_cell(cfg: Config, name: str, seed: int, runs_dir: Path) -> None:
     )
 
 
-def levels_of(question: Question, runs_dir: Path, seeds: Sequence[int]) -> list[Level]:
-    return [
-        Level(value, [load_run(run_dir(runs_dir, cell_name(question, value), seed).path) for seed in seeds])
-        for value in question.levels
-    ]
+def levels_of(question: Question, runs: dict[str, list[RunRecord]]) -> list[Level]:
+    """The question's levels, from ``runs``: configuration name -> its runs, one per seed."""
+    return [Level(value, runs[cell_name(question, value)]) for value in question.levels]
 
 
 def question_table(levels: Sequence[Level]) -> tuple[list[str], list[list[Any]]]:
@@ -354,9 +352,8 @@ def plot_question(question: Question, levels: Sequence[Level], path: Path) -> No
     save_png(figure, path)
 
 
-def baseline_line(runs_dir: Path, seeds: Sequence[int]) -> list[str]:
+def baseline_line(runs: Sequence[RunRecord]) -> list[str]:
     """The score to beat: the built-in TF-IDF baseline of the base runs (same splits), if they have one."""
-    runs = [load_run(run_dir(runs_dir, "base", seed).path) for seed in seeds]
     scores = [100 * run.metrics["baseline"]["test"]["accuracy"] for run in runs if "baseline" in run.metrics]
     if len(scores) != len(runs):
         return []
@@ -375,6 +372,7 @@ def write_report(
     base: Config,
 ) -> None:
     images = args.out.parent / args.out.stem
+    runs = {name: [load_run(run_dir(args.runs_dir, name, seed).path) for seed in seeds] for name in plan}
     data = "the shipped 4-group sample, SMOKE TEST (1 epoch)" if args.smoke else "20 Newsgroups, bydate split"
     lines = [
         "# LSTM or GRU, and how big? A controlled study on 20 Newsgroups",
@@ -394,11 +392,11 @@ def write_report(
         "- accuracy and macro-F1 on the test split in % (mean ± std over seeds); train time is the sum",
         "  of the epochs' times (training and validation); accuracy / s is test accuracy per second of it;",
         "  differences are paired by seed.",
-        *baseline_line(args.runs_dir, seeds),
+        *baseline_line(runs["base"]),
         "",
     ]
     for question in questions:
-        levels = levels_of(question, args.runs_dir, seeds)
+        levels = levels_of(question, runs)
         headers, rows = question_table(levels)
         plot_question(question, levels, images / f"{question.name}.png")
         lines += [f"## {question.title}", "", f"`{question.key}`, one run per seed and level.", ""]

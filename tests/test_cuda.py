@@ -2,7 +2,7 @@
 ``scripts/gpu_check.sh`` runs them on a lent GPU machine.
 
 Tolerances: cuDNN's recurrent kernels sum in another order than the CPU's, so GPU and CPU logits
-agree within 1e-4 (float32, TF32 off), and padding within 1e-5 like on the CPU.
+agree within 1e-4 (float32, TF32 off), and padding within test_models_classifier's 1e-5 as on the CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from test_models_classifier import PADDING_ATOL, padded_batch, small
+from test_models_classifier import assert_padding_never_changes_logits, padded_batch, small
 from test_trainer import train_tiny_run
 
 from rnnkit import load
@@ -50,13 +50,7 @@ def test_a_model_gives_the_same_logits_and_gradients_on_the_gpu_as_on_the_cpu(cl
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.cell)
 def test_padding_never_changes_logits_on_the_gpu(cls, pooling):
-    model = small(cls, bidirectional=True, pooling=pooling).cuda().eval()
-    ids, lengths = padded_batch([1, 9, 4, 7], extra_padding=2, seed=3)
-    with torch.no_grad():
-        batch_logits = model(ids.cuda(), lengths.cuda())
-        for i, length in enumerate(lengths.tolist()):
-            alone = model(ids[i : i + 1, :length].cuda(), lengths[i : i + 1].cuda())
-            torch.testing.assert_close(batch_logits[i : i + 1], alone, atol=PADDING_ATOL, rtol=0)
+    assert_padding_never_changes_logits(small(cls, bidirectional=True, pooling=pooling).cuda(), seed=3)
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "float16"])

@@ -43,6 +43,8 @@ def assert_padding_never_changes_logits(model: RecurrentClassifier, seed: int) -
     generator = torch.Generator().manual_seed(seed)
     lengths = [1, 9, *torch.randint(1, 10, (4,), generator=generator).tolist()]
     ids, lengths_t = padded_batch(lengths, extra_padding=2, seed=seed)
+    device = next(model.parameters()).device  # test_cuda.py checks a model on the GPU with it
+    ids, lengths_t = ids.to(device), lengths_t.to(device)
     model.eval()
     with torch.no_grad():
         batch_logits = model(ids, lengths_t)
