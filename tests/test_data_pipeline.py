@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from threading import Thread
 
 import numpy as np
 import pytest
 
 from rnnkit.config import Config
 from rnnkit.data import encode_texts, prepare_data
+from rnnkit.data.pipeline import _META, _publish
 from rnnkit.data.text import UNK_ID
 from rnnkit.errors import DataError
+from rnnkit.io import exclusive_lock
 
 
 @pytest.fixture(autouse=True)
@@ -300,3 +303,22 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(
     monkeypatch.setenv("RNNKIT_CACHE", str(locked))
     with pytest.raises(DataError, match="cannot be used"):
         prepare_data(_config(tmp_path, split_csv))
+
+
+def test_a_corpus_is_published_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """Parallel tune trials prepare the same corpus at once; a second publisher checking for the
+    folder while the first moves its own into place removed it under the first one's reads. So
+    publishing waits for the lock on the folder of corpora (held here by the test, as another
+    process would)."""
+    folder = tmp_path / "corpus" / "key"
+    folder.parent.mkdir()
+    building = tmp_path / "building"
+    building.mkdir()
+    (building / _META).write_text("{}")
+    with exclusive_lock(folder.parent):
+        publisher = Thread(target=_publish, args=(building, folder))
+        publisher.start()
+        publisher.join(timeout=0.5)
+        assert publisher.is_alive() and not folder.exists()
+    publisher.join(timeout=10)
+    assert (folder / _META).exists() and not building.exists()

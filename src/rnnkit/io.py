@@ -2,7 +2,8 @@
 
 Each write goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over
 the target: readers see either the old file or the new one, never a mix. :func:`exchange` does the
-same for whole folders (a new run taking the place of an old one).
+same for whole folders (a new run taking the place of an old one); :func:`exclusive_lock` makes a
+check-then-write step one step across processes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,25 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, a folder or a file (created if missing), for the length of
+    a ``with`` block; no lock where ``fcntl`` does not exist (Windows)."""
+    flags = os.O_RDONLY if os.path.isdir(path) else os.O_RDWR | os.O_CREAT
+    fd = os.open(path, flags, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops its flock
 
 
 def _default_file_mode() -> int:

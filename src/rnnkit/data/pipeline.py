@@ -59,7 +59,7 @@ from rnnkit.data.text import UNK_ID, Vocabulary
 from rnnkit.data.tokenizers import TextTokenizer, build_tokenizer
 from rnnkit.data.vectors import build_embeddings
 from rnnkit.errors import DataError
-from rnnkit.io import atomic_write_json
+from rnnkit.io import atomic_write_json, exclusive_lock
 from rnnkit.tasks import MULTILABEL, task_of
 
 logger = logging.getLogger(__name__)
@@ -482,15 +482,17 @@ def _log_multilabel(labels: np.ndarray, label_names: list[str]) -> None:
 
 
 def _publish(building: Path, folder: Path) -> None:
-    """Move a complete corpus folder into place; a folder another process completed first is kept."""
-    if (folder / _META).exists():
-        return
-    shutil.rmtree(folder, ignore_errors=True)  # an incomplete leftover (no meta.json)
-    try:
+    """Move a complete corpus folder into place; a folder another process completed first is kept.
+
+    One process at a time (a lock on the folder of corpora): processes preparing the same corpus at
+    once, such as parallel tune trials, would otherwise remove a folder another one had just
+    published while it reads it.
+    """
+    with exclusive_lock(folder.parent):
+        if (folder / _META).exists():
+            return
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete leftover (no meta.json)
         building.rename(folder)
-    except OSError:
-        if not (folder / _META).exists():
-            raise
 
 
 def _read_corpus(folder: Path, *, in_memory: bool) -> _Corpus:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import fcntl
 import importlib
 import logging
 import math
@@ -30,15 +29,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rnnkit import __version__, tables
 from rnnkit.config import Config, config_from_dict, load_config
 from rnnkit.errors import RnnkitError
 from rnnkit.extras import require
+from rnnkit.io import exclusive_lock
 from rnnkit.tune import report
 from rnnkit.tune.pruning import PRUNED_AT, TrialPruning
 from rnnkit.tune.runner import quiet_training, run_or_resume
@@ -164,7 +162,7 @@ def work(plan: Plan, orphans: list[int], worker: int = 0, parent: int | None = N
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         run_trial(study, optuna.trial.Trial(study, trial_id), base, search, plan)
     while failures < FAILURES_IN_A_ROW:
-        with _exclusive(folder.ask_lock_file):  # count and ask as one step, across workers
+        with exclusive_lock(folder.ask_lock_file):  # count and ask as one step, across workers
             if plan.deadline is not None and time.time() >= plan.deadline:
                 logger.info("--timeout reached: no new trials")
                 return
@@ -438,11 +436,3 @@ def _state(name: str) -> Any:
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text if isinstance(error, RnnkitError) else f"{type(error).__name__}: {text}"
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """An exclusive flock on ``path`` for the length of a ``with`` block."""
-    with path.open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
