@@ -30,13 +30,14 @@ prepare() {
   du -sh "$HERE"
 }
 
-step() {  # step NAME COMMAND...: its output in $OUT/NAME.log, its exit status and time in summary.txt
-  local name=$1 started=$SECONDS status
-  shift
+step() {  # step NAME LIMIT_S COMMAND...: output in $OUT/NAME.log, exit status and time in summary.txt
+  local name=$1 limit=$2 started=$SECONDS status
+  shift 2
   echo "== $name: $*"
-  "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   status=$?
-  echo "$name: exit $status, $((SECONDS - started)) s" | tee -a "$OUT/summary.txt"
+  echo "$name: exit $status$( ((status == 124)) && echo " (stopped at its ${limit} s limit)"), $((SECONDS - started)) s" \
+    | tee -a "$OUT/summary.txt"
   tail -n 25 "$OUT/$name.log"
 }
 
@@ -48,11 +49,11 @@ run() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/summary.txt"
   python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())' \
     | tee -a "$OUT/summary.txt"
-  step tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_models_classifier.py
-  step benchmark python3 scripts/benchmark.py --device cuda --archive "$ARCHIVE" --no-keras \
+  step tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+  step benchmark 180 python3 scripts/benchmark.py --device cuda --archive "$ARCHIVE" --no-keras \
     --json "$OUT/benchmark.json"
   for config in rnn lstm gru; do
-    step "epoch-$config" python3 -m rnnkit train --config "configs/$config.yaml" \
+    step "epoch-$config" 60 python3 -m rnnkit train --config "configs/$config.yaml" \
       --set data.archive="$ARCHIVE" --set train.epochs=1 --set embeddings.source=random \
       --set train.device=cuda --set train.progress=false --run-dir "/tmp/gpu-runs/$config"
   done
