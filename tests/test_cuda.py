@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 from test_models_classifier import assert_padding_never_changes_logits, padded_batch, small
-from test_trainer import train_tiny_run
+from test_trainer import LEARNS_THE_TOPICS, train_tiny_run
 
 from rnnkit import load
 from rnnkit.models import GRUClassifier, LSTMClassifier, RNNClassifier
@@ -55,10 +55,10 @@ def test_padding_never_changes_logits_on_the_gpu(cls, pooling):
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "float16"])
 def test_a_run_trained_on_the_gpu_opens_and_predicts_on_the_cpu(tmp_path, amp):
-    run = train_tiny_run(tmp_path, **{"train.device": "cuda", "train.amp": amp})
+    run = train_tiny_run(tmp_path, **LEARNS_THE_TOPICS, **{"train.device": "cuda", "train.amp": amp})
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda")
-    assert metrics["test"]["accuracy"] > 0.5  # the topic words give the label away
+    assert metrics["test"]["accuracy"] > 0.8  # as on the CPU (test_trainer)
     on_cpu, on_gpu = load(run, device="cpu"), load(run, device="cuda")
     texts = ["orbit rocket launch the moon", "puck goal in the playoff season"]
     assert on_cpu.predict(texts) == on_gpu.predict(texts)

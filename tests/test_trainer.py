@@ -91,6 +91,10 @@ def train_tiny_run(root: Path, **extra: object) -> Path:
     return run_dir
 
 
+LEARNS_THE_TOPICS = {"train.epochs": 8}
+"""Overrides with which the tiny run learns its corpus (2 epochs are too few: about chance, 0.3)."""
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     return train_tiny_run(tmp_path_factory.mktemp("trainer"))
@@ -99,6 +103,11 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+
+
+def test_a_tiny_run_given_a_few_more_epochs_learns_the_topic_words(tmp_path):
+    metrics = json.loads((train_tiny_run(tmp_path, **LEARNS_THE_TOPICS) / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.8
 
 
 def test_a_run_folder_holds_config_vocabulary_labels_checkpoints_history_metrics_reports_and_plots(
