@@ -116,8 +116,7 @@ NEWSGROUPS_ONLY = ("remove", "categories", "archive", "data_home")
 def _coherent(raw: dict[str, Any]) -> dict[str, Any]:
     """Settings that agree with each other: ``data.path`` with folder, csv or jsonl data and the
     20 Newsgroups settings only with 20 Newsgroups (the loader resolves other mixes; test_config);
-    a list of embedding sources that names each source once, and ``random`` only alone; the
-    row-wise embedding update only with Adam (test_optimizers)."""
+    a list of embedding sources that names each source once, and ``random`` only alone."""
     sources = raw.get("embeddings", {}).get("source")
     if isinstance(sources, list):
         unique = list(dict.fromkeys(sources))
@@ -130,9 +129,6 @@ def _coherent(raw: dict[str, Any]) -> dict[str, Any]:
         if data.get("dataset", "20newsgroups") != "20newsgroups":
             for key in NEWSGROUPS_ONLY:
                 data.pop(key, None)
-    train = raw.get("train", {})
-    if train.get("embedding_update") == "rows" and train.get("optimizer") == "sgd":
-        train["embedding_update"] = "dense"
     return raw
 
 
