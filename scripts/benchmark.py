@@ -14,8 +14,6 @@ Adam 1e-3, batch 64) on the same documents, grouped into the same batches:
 * ``rnnkit float32``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
 * ``rnnkit``: rnnkit's defaults, ``kernel="auto"`` with ``train.amp`` mixed precision where the
   device has it natively (float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX);
-* ``rnnkit rows``: the defaults with the opt-in ``train.embedding_update: rows`` (Adam updates
-  only the embedding rows of the batch's words: other maths than the exact update);
 * ``tutorial packed`` (``--packed``): the tutorial with ``pack_padded_sequence``, the other way
   tutorials handle padding;
 * ``keras``: Keras 3 on the torch backend, padded to ``max_length``, ``train_on_batch``
@@ -57,7 +55,7 @@ from rnnkit.data.batching import BucketBatchSampler, EncodedDataset, collate
 from rnnkit.inference import autocast as mixed_precision
 from rnnkit.models.classifier import GRUClassifier, LSTMClassifier, RNNClassifier
 from rnnkit.runtime import amp_dtype, configure_runtime, resolve_device
-from rnnkit.training.optimizers import build_optimizer
+from rnnkit.training.trainer import build_optimizer
 
 TRAIN_DOCS = 11314  # 20 Newsgroups "bydate" training set
 NUM_CLASSES = 20
@@ -251,13 +249,11 @@ def measure_torch(
     *,
     rnnkit: bool,
     amp: bool,
-    embedding_update: str = "dense",
 ) -> Timing:
     """Train seconds over the timed batches (and GPU utilisation), inference seconds over ``infer_docs``."""
     torch.manual_seed(args.seed)
     if rnnkit:  # the trainer's optimiser: the same Adam update, fused into one kernel
-        settings = TrainConfig(optimizer="adam", lr=1e-3, embedding_update=embedding_update)
-        optimizer = build_optimizer(settings, model)
+        optimizer = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3), model)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     autocast = mixed_precision(device, amp)
@@ -437,21 +433,15 @@ def _run_rnnkit_variants(
         ("rnnkit native", build_rnnkit(cell, bidirectional, work, args, "native"), False),
         ("rnnkit float32", build_rnnkit(cell, bidirectional, work, args, "auto"), False),
     ]
-    mixed = amp_dtype(device) is not None and not args.no_amp
-    if mixed:
+    if amp_dtype(device) is not None and not args.no_amp:
         variants.append(("rnnkit", build_rnnkit(cell, bidirectional, work, args, "auto"), True))
-    # the opt-in train.embedding_update=rows on top of the default (different maths: README)
-    variants.append(("rnnkit rows", build_rnnkit(cell, bidirectional, work, args, "auto"), mixed))
     if args.compile:
         compiled = torch.compile(build_rnnkit(cell, bidirectional, work, args, "native"))
         variants.append(("rnnkit native+compile", compiled, False))
     results = []
     for variant, model, mixed in variants:
         rnnkit = variant != "tutorial+runtime"
-        update = "rows" if variant == "rnnkit rows" else "dense"
-        timing = measure_torch(
-            work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed, embedding_update=update
-        )
+        timing = measure_torch(work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed)
         results.append(make_result(cell, bidirectional, variant, work, timing, args.batches))
         progress(results[-1])
     return results

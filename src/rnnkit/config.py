@@ -119,7 +119,6 @@ class TrainConfig:
     eval_batch_size: int = _at_least(256, 1)
     lr: float = field(default=1e-3, metadata={"min": 0.0, "exclusive_min": True})
     optimizer: str = _choice("adam", "adam", "adamw", "sgd")
-    embedding_update: str = _choice("dense", "dense", "rows")
     weight_decay: float = _at_least(0.0, 0.0)
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     scheduler: str = _choice("none", "none", "cosine", "step", "plateau")
@@ -193,18 +192,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         sections[name] = _build_section(name, section_type, values)
     if "data" in sections:
         sections["data"] = _resolve_data_source(sections["data"])
-    if "train" in sections:
-        _check_train(sections["train"])
     return Config(**sections)
-
-
-def _check_train(train: TrainConfig) -> None:
-    """Settings that are valid one by one but not together."""
-    if train.embedding_update == "rows" and train.optimizer == "sgd":
-        raise ConfigError(
-            "train.embedding_update=rows updates Adam's moments row by row; "
-            "use train.optimizer adam or adamw with it, or train.embedding_update=dense with sgd"
-        )
 
 
 _NEWSGROUPS_ONLY = {"remove": [], "categories": None, "archive": None, "data_home": None}
