@@ -49,9 +49,10 @@ def test_ddp_shards_cover_everything_once_with_equal_batch_counts(replicas: int,
     assert all(1 <= len(b) <= 8 for e in epochs for b in e)
 
 
-def test_sorted_sampler_is_deterministic_and_length_ordered() -> None:
+def test_sorted_sampler_is_deterministic_and_gives_the_longest_documents_first() -> None:
     order = [i for b in SortedBatchSampler(LENGTHS, 32) for i in b]
-    assert order == np.argsort(LENGTHS, kind="stable").tolist()
+    assert order == np.argsort(-np.asarray(LENGTHS), kind="stable").tolist()
+    assert [LENGTHS[i] for i in order] == sorted(LENGTHS, reverse=True)
 
 
 def test_an_empty_dataset_gives_no_batches() -> None:

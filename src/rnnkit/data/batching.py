@@ -214,7 +214,14 @@ class BucketBatchSampler(_ShardedBatchSampler):
 
 
 class SortedBatchSampler(_ShardedBatchSampler):
-    """Deterministic batches in order of increasing length, for evaluation and prediction."""
+    """Deterministic batches, longest documents first, for evaluation and prediction.
+
+    Longest first so that every later batch fits in memory an earlier one freed. In increasing
+    order each batch needed a little more than any before it while the small per-batch results
+    stayed allocated between them, so the heap grew with the number of batches: scoring the
+    200,000-document test split of the 1 M-document scale check peaked at 5.3 GB resident,
+    against 0.9 GB during the training epoch.
+    """
 
     def __init__(
         self, lengths: Sequence[int] | np.ndarray, batch_size: int, *, num_replicas: int = 1, rank: int = 0
@@ -222,7 +229,7 @@ class SortedBatchSampler(_ShardedBatchSampler):
         super().__init__(lengths, batch_size, num_replicas, rank)
 
     def _global_batches(self) -> list[np.ndarray]:
-        return self._split(np.argsort(self.lengths, kind="stable"))
+        return self._split(np.argsort(-self.lengths, kind="stable"))
 
     def __len__(self) -> int:
         return _global_batch_count(len(self.lengths), self.batch_size, self.num_replicas)
