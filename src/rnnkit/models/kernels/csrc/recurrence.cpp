@@ -13,7 +13,9 @@
 // block of rows (and, for a bidirectional layer, its own direction), with single-threaded step
 // products. Threads meet once per call instead of at every step: a small product split over
 // threads costs more in synchronisation than it saves, and on a busy machine every meeting waits
-// for the slowest thread. The element-wise pass is parallel the same way.
+// for the slowest thread. The element-wise pass is parallel the same way. The threads are an OpenMP
+// region (at::parallel_for), so they exist only when this file is compiled with -fopenmp
+// (rnnkit.models.kernels.cpp_loop.openmp_flags); without it the tasks run one after the other.
 //
 // Every entry point takes lists, one entry per direction, all with the same batch size.
 //
@@ -26,8 +28,19 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -85,21 +98,129 @@ void check(const at::Tensor& tensor, at::ScalarType dtype, at::IntArrayRef shape
   TORCH_CHECK(tensor.sizes() == shape, name, " must have shape ", shape, ", got ", tensor.sizes());
 }
 
-// One step's recurrent product for rows [first, last): out = lhs[first:last] @ rhs, all in `Low`;
-// `rhs` is (K, N). The struct owns a reference to `rhs` (a tensor handle, not a C++ reference), so
-// it can never outlive its operand. Called inside a parallel region, the product runs on this
-// thread alone.
+#if defined(__AVX512BF16__)
+// The step product in bfloat16 without at::mm: out (M, N) float = lhs (M, K) @ rhs (K, N), with rhs
+// packed once per call into pairs of rows (K / 2, N, 2), the layout of the AVX512-BF16 dot product
+// (two bfloat16 products summed into a float per lane). At 32-64 rows at::mm spends ~13 us per call
+// in dispatch and oneDNN set-up, more than its arithmetic; this does the arithmetic alone, summing in
+// float32 like at::mm.
+namespace bf16 {
+
+using Pair = uint32_t;  // two bfloat16 values of neighbouring rows k, k + 1 of rhs (or of lhs)
+
+inline const uint16_t* bits(const at::BFloat16* p) { return reinterpret_cast<const uint16_t*>(p); }
+
+// rhs (K, N) row-major, K even -> (K / 2, N) pairs.
+at::Tensor pack(const at::Tensor& rhs) {
+  const int64_t K = rhs.size(0), N = rhs.size(1), pairs = K / 2;
+  auto packed = at::empty({pairs, N}, rhs.options().dtype(at::kInt));
+  const uint16_t* in = bits(rhs.data_ptr<at::BFloat16>());
+  Pair* out = reinterpret_cast<Pair*>(packed.data_ptr<int32_t>());
+  for (int64_t p = 0; p < pairs; ++p)
+    for (int64_t n = 0; n < N; ++n) {
+      const Pair low = in[2 * p * N + n], high = in[(2 * p + 1) * N + n];
+      out[p * N + n] = low | (high << 16);
+    }
+  return packed;
+}
+
+// acc[i][v] += row i's pair of lhs values (k = 2p, 2p + 1) times the packed rhs pairs of column
+// block v. Inlined into tile's loop with acc in registers: a lambda capturing acc stored all 16
+// accumulators to memory every step, which halved the throughput.
+template <int MR>
+inline void accumulate(__m512 (&acc)[MR][4], const Pair (&a_pairs)[MR], const Pair* packed_row,
+                       const __mmask16* masks) {
+  __m512i b[4];
+  #pragma GCC unroll 4
+  for (int v = 0; v < 4; ++v) b[v] = _mm512_maskz_loadu_epi32(masks[v], packed_row + 16 * v);
+  #pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+    const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(a_pairs[i]));
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a, (__m512bh)b[v]);
+  }
+}
+
+// Rows [0, MR) x columns [col, col + 64) of out; masks[v] selects the valid lanes of column block v.
+// K is even (StepProduct uses at::mm otherwise).
+template <int MR>
+inline void tile(const uint16_t* lhs, int64_t K, const Pair* packed, int64_t N, float* out, int64_t col,
+                 const __mmask16* masks) {
+  __m512 acc[MR][4];
+  #pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_setzero_ps();
+  Pair a_pairs[MR];
+  for (int64_t p = 0; p < K / 2; ++p) {
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) std::memcpy(&a_pairs[i], lhs + i * K + 2 * p, sizeof(Pair));
+    accumulate<MR>(acc, a_pairs, packed + p * N + col, masks);
+  }
+  #pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(out + i * N + col + 16 * v, masks[v], acc[i][v]);
+}
+
+// out (M, N) float = lhs (M, K) @ the packed rhs; lhs rows are contiguous (row stride K).
+inline void product(const at::BFloat16* lhs_, int64_t M, int64_t K, const Pair* packed, int64_t N, float* out) {
+  const uint16_t* lhs = bits(lhs_);
+  for (int64_t col = 0; col < N; col += 64) {
+    __mmask16 masks[4];
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int64_t valid = std::clamp<int64_t>(N - col - 16 * v, 0, 16);
+      masks[v] = static_cast<__mmask16>((1u << valid) - 1u);
+    }
+    int64_t row = 0;
+    for (; row + 4 <= M; row += 4) tile<4>(lhs + row * K, K, packed, N, out + row * N, col, masks);
+    switch (M - row) {
+      case 3: tile<3>(lhs + row * K, K, packed, N, out + row * N, col, masks); break;
+      case 2: tile<2>(lhs + row * K, K, packed, N, out + row * N, col, masks); break;
+      case 1: tile<1>(lhs + row * K, K, packed, N, out + row * N, col, masks); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace bf16
+#endif
+
+// One step's recurrent product for rows [first, last): lhs[first:last] @ rhs, with lhs and rhs in
+// `Low` and the result in float32. `rhs` is (K, N). The struct owns a reference to `rhs` (a tensor
+// handle, not a C++ reference), so it can never outlive its operand. Called inside a parallel
+// region, the product runs on this thread alone.
 template <typename Low>
 struct StepProduct {
   at::Tensor rhs;
-  at::Tensor out;
+  at::Tensor out;     // (rows, N) float
+  at::Tensor packed;  // rhs in bf16::pack's layout, where that kernel is compiled in
   int64_t first, rows;
   StepProduct(at::Tensor rhs_, int64_t first_, int64_t last)
-      : rhs(std::move(rhs_)), out(at::empty({last - first_, rhs.size(1)}, rhs.options())), first(first_),
-        rows(last - first_) {}
-  const Low* run(const at::Tensor& lhs) {
-    at::mm_out(out, lhs.narrow(0, first, rows), rhs);
-    return out.data_ptr<Low>();
+      : rhs(std::move(rhs_)), out(at::empty({last - first_, rhs.size(1)}, rhs.options().dtype(at::kFloat))),
+        first(first_), rows(last - first_) {
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<Low, at::BFloat16>)
+      if (rhs.size(0) % 2 == 0) packed = bf16::pack(rhs);
+#endif
+  }
+  const float* run(const at::Tensor& lhs) {
+    if constexpr (std::is_same_v<Low, float>) {
+      at::mm_out(out, lhs.narrow(0, first, rows), rhs);
+    } else {
+#if defined(__AVX512BF16__)
+      if (packed.defined()) {
+        const int64_t K = rhs.size(0);
+        bf16::product(lhs.data_ptr<Low>() + first * K, rows, K,
+                      reinterpret_cast<const bf16::Pair*>(packed.data_ptr<int32_t>()), rhs.size(1),
+                      out.data_ptr<float>());
+        return out.data_ptr<float>();
+      }
+#endif
+      out.copy_(at::mm(lhs.narrow(0, first, rows), rhs));
+    }
+    return out.data_ptr<float>();
   }
 };
 
@@ -163,13 +284,13 @@ void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
   float* Cs = io.c.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const Low* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * 4 * H;
       float* g = G + row * 4 * H;
       if (rec != nullptr) {
-        const Low* r = rec + (b - first) * 4 * H;
+        const float* r = rec + (b - first) * 4 * H;
 #pragma omp simd
         for (int64_t j = 0; j < 4 * H; ++j) g[j] = to_float(p[j]) + bias_[j] + to_float(r[j]);
       } else {
@@ -218,12 +339,12 @@ void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t 
   float* dh_ = dh.data_ptr<float>();
   float* DC = dc_carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const Low* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
+    const float* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const float* go = GO + row * H;
       if (rec != nullptr) {
-        const Low* r = rec + (b - first) * H;
+        const float* r = rec + (b - first) * H;
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dh_[j] = go[j] + to_float(r[j]);
       } else {
@@ -279,11 +400,11 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
   float* HN = io.hn.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const Low* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * 3 * H;
-      const Low* r = rec != nullptr ? rec + (b - first) * 3 * H : nullptr;
+      const float* r = rec != nullptr ? rec + (b - first) * 3 * H : nullptr;
       float* g = G + row * 3 * H;
       const float* h_prev = Hs + row * H;
       float* h_next = Hs + (row + B) * H;
@@ -331,11 +452,11 @@ void gru_backward_rows(GruBackward& io, int64_t block, int64_t first, int64_t la
   float* BI = io.b_ih_grads[block].data_ptr<float>();
   float* CA = carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const Low* rec = t < T - 1 ? product.run(io.d_hidden[t + 1]) : nullptr;
+    const float* rec = t < T - 1 ? product.run(io.d_hidden[t + 1]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const float* go = GO + row * H;
-      const Low* r = rec != nullptr ? rec + (b - first) * H : nullptr;
+      const float* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       const float* g = G + row * 3 * H;
       const float* hn_t = HN + row * H;
       const float* h_prev = Hs + row * H;
@@ -386,11 +507,11 @@ void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
   float* Hs = io.h.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const Low* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * H;
-      const Low* r = rec != nullptr ? rec + (b - first) * H : nullptr;
+      const float* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       float* s = Hs + (row + B) * H;
       Low* s_low = HL + (row + B) * H;
 #pragma omp simd
@@ -425,11 +546,11 @@ void rnn_backward_rows(RnnBackward& io, int64_t block, int64_t first, int64_t la
   Low* D = io.dpre.data_ptr<Low>();
   float* DB = io.bias_grads[block].data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const Low* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
+    const float* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const float* go = GO + row * H;
-      const Low* r = rec != nullptr ? rec + (b - first) * H : nullptr;
+      const float* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       const float* s = Hs + (row + B) * H;
       Low* d = D + row * H;
 #pragma omp simd
@@ -648,6 +769,19 @@ Lists rnn_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<a
   return out;
 }
 
+// How many distinct threads run the tasks of a call over `directions` x `batch` rows: what the
+// time loops get. Tests read it; it is 1 where the file was built without OpenMP.
+int64_t task_threads(int64_t directions, int64_t batch) {
+  std::mutex mutex;
+  std::set<std::thread::id> seen;
+  Blocks(directions, batch).run([&](int64_t, int64_t, int64_t, int64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // keep each task's thread busy
+    const std::lock_guard<std::mutex> lock(mutex);
+    seen.insert(std::this_thread::get_id());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -657,4 +791,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward);
   m.def("rnn_forward", &rnn_forward);
   m.def("rnn_backward", &rnn_backward);
+  m.def("task_threads", &task_threads);
 }
