@@ -142,6 +142,18 @@ def test_long_padded_sequences_stay_finite_forwards_and_backwards():
     assert torch.isfinite(inputs.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_keeps_no_gates_and_computes_the_training_states(cell, dtype):
+    torch.manual_seed(9)
+    module, inputs = CELLS[cell](5, 8), torch.randn(6, 11, 5)
+    trained = cpp_loop.run(module, inputs.requires_grad_(), dtype)
+    with torch.no_grad():
+        inferred = cpp_loop.run(module, inputs, dtype)
+    assert inferred.grad_fn is None
+    torch.testing.assert_close(inferred, trained.detach(), atol=0, rtol=0)  # same arithmetic
+
+
 def test_runs_in_inference_mode():
     module = CELLS["lstm"](3, 4)
     inputs = torch.randn(2, 5, 3)
@@ -171,17 +183,20 @@ def test_refuses_modules_it_cannot_reproduce():
 def test_the_loops_refuse_inputs_they_would_misread_instead_of_reading_past_them():
     ext = cpp_loop.extension()
     proj, bias, w_hh_t = torch.randn(5, 2, 16), torch.zeros(16), torch.randn(4, 16)
-    ((gates, _, c, _),) = ext.lstm_forward([proj], [bias], [w_hh_t])
+    ((gates, _, c, _),) = ext.lstm_forward([proj], [bias], [w_hh_t], True)
     grad_out, w_hh = torch.randn(5, 2, 4), w_hh_t.t().contiguous()
     ext.lstm_backward([grad_out], [gates], [c], [w_hh])  # what the forward pass kept fits
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
-        ext.lstm_forward([proj.double()], [bias], [w_hh_t])
+        ext.lstm_forward([proj.double()], [bias], [w_hh_t], True)
     with pytest.raises(
         RuntimeError, match="the transposed recurrent weight must be a Float tensor, got BFloat16"
     ):
-        ext.lstm_forward([proj], [bias], [w_hh_t.bfloat16()])
+        ext.lstm_forward([proj], [bias], [w_hh_t.bfloat16()], True)
     with pytest.raises(RuntimeError, match="the activated gates must have shape"):
         ext.lstm_backward([grad_out], [gates[:-1]], [c], [w_hh])
+    ((scratch, _, c_inference, _),) = ext.lstm_forward([proj], [bias], [w_hh_t], False)
+    with pytest.raises(RuntimeError, match="the activated gates must have shape"):  # inference kept none
+        ext.lstm_backward([grad_out], [scratch], [c_inference], [w_hh])
     with pytest.raises(RuntimeError, match="the cell states must have shape"):
         ext.lstm_backward([grad_out], [gates], [c[1:]], [w_hh])
     with pytest.raises(RuntimeError, match="the recurrent weight must have shape"):
@@ -189,7 +204,7 @@ def test_the_loops_refuse_inputs_they_would_misread_instead_of_reading_past_them
     with pytest.raises(RuntimeError, match="grad_out must be contiguous"):
         ext.lstm_backward([grad_out.transpose(0, 1)], [gates], [c], [w_hh])
     ((gru_gates, gru_h, hn, _),) = ext.gru_forward(
-        [torch.randn(5, 2, 12)], [torch.zeros(12)], [torch.zeros(4)], [torch.randn(4, 12)]
+        [torch.randn(5, 2, 12)], [torch.zeros(12)], [torch.zeros(4)], [torch.randn(4, 12)], True
     )
     with pytest.raises(RuntimeError, match="the hidden states must have shape"):
         ext.gru_backward([grad_out], [gru_gates], [hn], [gru_h[1:]], [torch.randn(12, 4)])

@@ -53,19 +53,32 @@ def test_bfloat16_autocast_trains_with_the_same_paths(monkeypatch, cell, expecte
         assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_auto_kernel_runs_the_module_for_inference(monkeypatch, cell):
+@pytest.mark.parametrize(
+    ("cell", "flush", "expected"),
+    [
+        ("lstm", True, "native"),  # oneDNN's forward pass beats the loop
+        ("lstm", False, "native"),  # denormals slow down its backward, and inference has none
+        ("gru", True, "cpp_loop"),  # the loop keeping no gates: 2.5x the module in bfloat16
+        ("rnn_tanh", True, "cpp_loop"),
+        ("rnn_relu", False, "cpp_loop"),
+    ],
+)
+def test_auto_kernel_predicts_with_the_path_measured_fastest(monkeypatch, cell, flush, expected):
     monkeypatch.setattr(EXTENSION, lambda: object())
+    torch.set_flush_denormal(flush)
+    with torch.no_grad():
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+    with torch.inference_mode():
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+    frozen = CELLS[cell](3, 4).requires_grad_(False)  # frozen weights over frozen inputs: no backward
+    assert choose_kernel(frozen, torch.randn(2, 5, 3)) == expected
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_without_a_compiler_runs_the_module(monkeypatch, cell):
+    monkeypatch.setattr(EXTENSION, lambda: None)
     with torch.no_grad():
         assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
-    with torch.inference_mode():
-        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "native"
-
-
-def test_frozen_modules_over_frozen_inputs_run_the_module(monkeypatch):
-    monkeypatch.setattr(EXTENSION, lambda: object())
-    module = CELLS["gru"](3, 4).requires_grad_(False)
-    assert choose_kernel(module, torch.randn(2, 5, 3)) == "native"
 
 
 @pytest.mark.parametrize(
@@ -113,3 +126,17 @@ def test_auto_and_native_kernels_agree():
 def test_unknown_kernel_names_are_a_config_error():
     with pytest.raises(ConfigError, match=r"model\.kernel"):
         run_recurrent(CELLS["lstm"](3, 4), torch.randn(1, 2, 3), kernel="fast")
+
+
+def test_a_trace_records_the_module_never_the_loop(monkeypatch):
+    """``rnnkit export`` traces the model: the C++ loop is no operator ONNX or TorchScript knows."""
+    monkeypatch.setattr(EXTENSION, lambda: object())
+    module, chosen = CELLS["gru"](3, 4), []
+
+    def forward(inputs):
+        chosen.append(choose_kernel(module, inputs))
+        return inputs * 2
+
+    with torch.no_grad():
+        torch.jit.trace(forward, torch.randn(2, 5, 3), check_trace=False)
+    assert chosen == ["native"]

@@ -148,6 +148,11 @@ class RecurrentClassifier(nn.Module):
         registered model may, to warm up its own kernels or caches): the one-off ~20 s build is then
         a log line of its own instead of a stall inside the first step's progress bar.
         """
+        self.prepare_kernels()
+
+    def prepare_kernels(self) -> None:
+        """Build the compiled CPU loop now if this model's layers may run on it (training, or the
+        inference of a GRU or SimpleRNN); :func:`rnnkit.runs.open_run` calls it for CPU runs."""
         self.encoder.prepare_kernels()
 
     @torch.no_grad()

@@ -146,6 +146,9 @@ def open_run(
             f"{run.config_file} does not describe the weights in {run.checkpoints.path('best')} "
             f"({' '.join(first.split())[:200]}); restore the run's own config.yaml"
         ) from None
+    prepare_kernels = getattr(model, "prepare_kernels", None)
+    if target.type == "cpu" and not quantize and callable(prepare_kernels):
+        prepare_kernels()  # the one-off build of the CPU loops now, not inside the first prediction
     task = sizes.get("task", SINGLE)  # runs written before multi-label support are single-label
     thresholds = run.load_thresholds(label_names) if task == MULTILABEL else None
     if task == MULTILABEL and thresholds is None:

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -203,7 +204,13 @@ def run_directions(
     for module in modules:
         biases = (module.bias_ih_l0, module.bias_hh_l0) if module.bias else (None, None)
         parameters += [module.weight_ih_l0, module.weight_hh_l0, *biases]
+    needs_grad = torch.is_grad_enabled() and (
+        any(x.requires_grad for x in inputs) or any(p is not None and p.requires_grad for p in parameters)
+    )
     with torch.autocast("cpu", enabled=False):
+        if not needs_grad:  # inference: no gates kept for a backward pass that never comes
+            states, _, _ = _forward(kind, dtype, inputs, parameters, keep=False)
+            return [batch_major(h[1:]) for h in states]
         outputs = _Recurrence.apply(kind, dtype, len(modules), *inputs, *parameters)
     return list(outputs)
 
@@ -250,6 +257,41 @@ def _gru_biases(b_ih: Tensor | None, b_hh: Tensor | None, hidden: int) -> tuple[
     return bias, b_hh.detach()[2 * hidden :].float().contiguous()
 
 
+class _Forward(NamedTuple):
+    """What the C++ forward pass returns per layer (``kept``) and the product-dtype weights used."""
+
+    kept: list[list[Tensor]]
+    weights: list[tuple[Tensor, Tensor]]  # (W_ih, W_hh) per layer, in the product dtype
+
+
+def _forward(
+    kind: str, dtype: torch.dtype, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None], keep: bool
+) -> tuple[list[Tensor], list[Tensor], _Forward]:
+    """The states ``(T + 1, B, H)`` of every layer, its time-major inputs, and what the C++ forward
+    returned. ``keep=False`` (inference) keeps no gates for a backward pass."""
+    layers = [parameters[4 * i : 4 * i + 4] for i in range(len(inputs))]
+    x_tm = [_time_major_as(x, dtype) for x in inputs]
+    w_ih_low = [w_ih.detach().to(dtype) for w_ih, _, _, _ in layers]
+    w_hh_low = [w_hh.detach().to(dtype) for _, w_hh, _, _ in layers]
+    projections = [torch.matmul(x, w.t()) for x, w in zip(x_tm, w_ih_low, strict=True)]
+    w_hh_t = [w.t().contiguous() for w in w_hh_low]
+    ext = extension()
+    hidden = w_hh_low[0].size(1)
+    if kind == "lstm":
+        biases = [_summed_bias(b_ih, b_hh, 4 * hidden) for _, _, b_ih, b_hh in layers]
+        results = ext.lstm_forward(projections, biases, w_hh_t, keep)  # gates, h, c, h_low
+        states = [h for _, h, _, _ in results]
+    elif kind == "gru":
+        pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+        results = ext.gru_forward(projections, [b for b, _ in pairs], [n for _, n in pairs], w_hh_t, keep)
+        states = [h for _, h, _, _ in results]  # gates, h, hn, h_low
+    else:
+        biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+        results = ext.rnn_forward(projections, biases, w_hh_t, kind == "rnn_relu")  # h, h_low
+        states = [h for h, _ in results]
+    return states, x_tm, _Forward(results, list(zip(w_ih_low, w_hh_low, strict=True)))
+
+
 class _Recurrence(torch.autograd.Function):
     """``count`` layers of one cell over as many inputs, all time loops in one C++ call.
 
@@ -261,29 +303,12 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kind, dtype, count, *args):  # type: ignore[override]
         inputs, parameters = args[:count], args[count:]
-        layers = [parameters[4 * i : 4 * i + 4] for i in range(count)]
         ctx.kind, ctx.count, ctx.input_dtype = kind, count, inputs[0].dtype
-        x_tm = [_time_major_as(x, dtype) for x in inputs]
-        w_ih_low = [w_ih.detach().to(dtype) for w_ih, _, _, _ in layers]
-        w_hh_low = [w_hh.detach().to(dtype) for _, w_hh, _, _ in layers]
-        projections = [torch.matmul(x, w.t()) for x, w in zip(x_tm, w_ih_low, strict=True)]
-        w_hh_t = [w.t().contiguous() for w in w_hh_low]
-        ext = extension()
-        hidden = w_hh_low[0].size(1)
-        if kind == "lstm":
-            biases = [_summed_bias(b_ih, b_hh, 4 * hidden) for _, _, b_ih, b_hh in layers]
-            results = ext.lstm_forward(projections, biases, w_hh_t)  # gates, h, c, h_low
-            states = [h for _, h, _, _ in results]
-        elif kind == "gru":
-            pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
-            results = ext.gru_forward(projections, [b for b, _ in pairs], [n for _, n in pairs], w_hh_t)
-            states = [h for _, h, _, _ in results]  # gates, h, hn, h_low
-        else:
-            biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
-            results = ext.rnn_forward(projections, biases, w_hh_t, kind == "rnn_relu")  # h, h_low
-            states = [h for h, _ in results]
+        states, x_tm, results = _forward(kind, dtype, inputs, parameters, keep=True)
+        w_ih_low = [w for w, _ in results.weights]
+        w_hh_low = [w for _, w in results.weights]
         ctx.save_for_backward(*w_ih_low, *w_hh_low)
-        ctx.buffers = (x_tm, results)
+        ctx.buffers = (x_tm, results.kept)
         return tuple(batch_major(h[1:]) for h in states)
 
     @staticmethod

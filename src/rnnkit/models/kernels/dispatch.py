@@ -67,8 +67,11 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
     Measured on 20 Newsgroups-sized batches (batch 64, 280 steps, one layer of 128 units over
     100-dim inputs, forward and backward, rnnkit's runtime settings) on a 2-core AMD EPYC (Zen 5):
 
-    * inference: the module. oneDNN's forward passes beat the loops, which keep every step's
-      gates for a backward pass that never comes (LSTM at batch 256: 71 ms against 203 ms);
+    * inference of ``nn.LSTM``: the module (oneDNN's forward: 26 ms against the C++ loop's 29 under
+      bfloat16, 43 against 96 in float32, at batch 256);
+    * inference of ``nn.GRU`` and ``nn.RNN``: the C++ loop, keeping no gates for a backward pass
+      (at batch 256: GRU 25 ms against the module's 62 under bfloat16, 73 against 97 in float32;
+      SimpleRNN 12 against 23, and 28 against 38); without a compiler, the module;
     * training ``nn.LSTM``: the module (oneDNN's fused LSTM: 42 ms against the C++ loop's 80 ms
       in float32, 25 against 33 under bfloat16 autocast) while denormal floats are flushed
       (``train.flush_denormal``, the default); when they are not, its backward can slow down ~10x
@@ -76,15 +79,19 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
     * training ``nn.GRU`` and ``nn.RNN``: the C++ loop (GRU 61 ms against the module's 100 in
       float32, 28 against 76 under bfloat16; RNN 22 against 36, and 16 against 30); without a
       compiler, the Python loop for ``nn.RNN`` in full precision, else the module;
-    * CUDA: the module (cuDNN).
+    * CUDA, and while tracing (``rnnkit export``): the module.
     """
     training = torch.is_grad_enabled() and (
         inputs.requires_grad or any(p.requires_grad for p in module.parameters())
     )
-    if inputs.device.type != "cpu" or not training or _trains_on_onednn(module):
+    if inputs.device.type != "cpu" or _trains_on_onednn(module) or torch.jit.is_tracing():
+        return "native"  # a trace (ONNX, TorchScript export) records the module, never the loop
+    if isinstance(module, nn.LSTM) and not training:
         return "native"
     if cpp_loop.supports(module, inputs) and cpp_loop.extension() is not None:
         return "cpp_loop"
+    if not training:
+        return "native"
     mixed_precision = torch.is_autocast_enabled("cpu")  # the Python loop is float32/float64 only
     if not mixed_precision and python_loop.supports(module, inputs):
         return "python_loop"
@@ -92,10 +99,10 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
 
 
 def prepare(module: nn.RNNBase) -> None:
-    """Build the C++ loop now if training ``module`` will use it (see :func:`choose_kernel`).
+    """Build the C++ loop now if training or running ``module`` may use it (see :func:`choose_kernel`).
 
-    The build takes ~20 s once per machine; called before training, it is a log line of its own
-    instead of a stall inside the first step's progress bar.
+    The build takes ~20 s once per machine; called before training or when a run is opened for
+    prediction, it is a log line of its own instead of a stall inside the first step or request.
     """
     if module.weight_hh_l0.device.type == "cpu" and not _trains_on_onednn(module):
         cpp_loop.extension()

@@ -268,14 +268,20 @@ struct Blocks {
 
 // proj: x W_ih^T (T, B, 4H) in Low; bias: b_ih + b_hh (4H) float; w_hh_t: W_hh^T (H, 4H) in Low.
 // Fills the activated gates i, f, g, o (T, B, 4H), h (T+1, B, H), c (T+1, B, H), all float, and h in
-// Low (T+1, B, H), for rows [first, last).
+// Low (T+1, B, H), for rows [first, last). Without a backward pass to come (inference) the gates are
+// one step's scratch (1, B, 4H), overwritten at every step.
 struct LstmForward {
   at::Tensor proj, bias, w_hh_t, gates, h, c, h_low;
 };
 
+// Rows between two steps of a kept buffer (T, B, ...): B when it holds every step for the backward
+// pass, 0 when it is one step's scratch (1, B, ...) that every step overwrites.
+inline int64_t step_stride(const at::Tensor& kept, int64_t B) { return kept.size(0) > 1 ? B : 0; }
+
 template <typename Low>
 void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
   const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2) / 4;
+  const int64_t gates_stride = step_stride(io.gates, B);
   StepProduct<Low> product(io.w_hh_t, first, last);
   const Low* P = io.proj.data_ptr<Low>();
   const float* bias_ = io.bias.data_ptr<float>();
@@ -288,7 +294,7 @@ void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Low* p = P + row * 4 * H;
-      float* g = G + row * 4 * H;
+      float* g = G + (t * gates_stride + b) * 4 * H;
       if (rec != nullptr) {
         const float* r = rec + (b - first) * 4 * H;
 #pragma omp simd
@@ -383,7 +389,7 @@ void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t 
 // proj: x W_ih^T (T, B, 3H) in Low; bias: b_ih + (b_hr, b_hz, 0) (3H) float; b_hn: (H) float;
 // w_hh_t: W_hh^T (H, 3H) in Low (n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). Fills r, z, n
 // (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, and h in Low, for rows
-// [first, last).
+// [first, last). Without a backward pass to come, gates and hn are one step's scratch (1, B, ...).
 struct GruForward {
   at::Tensor proj, bias, b_hn, w_hh_t, gates, h, hn, h_low;
 };
@@ -391,6 +397,7 @@ struct GruForward {
 template <typename Low>
 void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
   const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2) / 3;
+  const int64_t gates_stride = step_stride(io.gates, B);  // hn is kept the same way
   StepProduct<Low> product(io.w_hh_t, first, last);
   const Low* P = io.proj.data_ptr<Low>();
   const float* bias_ = io.bias.data_ptr<float>();
@@ -405,10 +412,10 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
       const int64_t row = t * B + b;
       const Low* p = P + row * 3 * H;
       const float* r = rec != nullptr ? rec + (b - first) * 3 * H : nullptr;
-      float* g = G + row * 3 * H;
+      float* g = G + (t * gates_stride + b) * 3 * H;
       const float* h_prev = Hs + row * H;
       float* h_next = Hs + (row + B) * H;
-      float* hn_t = HN + row * H;
+      float* hn_t = HN + (t * gates_stride + b) * H;
       Low* h_next_low = HL + (row + B) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
@@ -625,15 +632,16 @@ size_t check_directions(const std::vector<std::vector<at::Tensor>>& lists) {
 
 using Lists = std::vector<std::vector<at::Tensor>>;
 
+// keep: keep the gates for lstm_backward (training); false keeps only the states (inference).
 Lists lstm_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                   const std::vector<at::Tensor>& w_hh_ts) {
+                   const std::vector<at::Tensor>& w_hh_ts, bool keep) {
   const size_t count = check_directions({projs, biases, w_hh_ts});
   std::vector<LstmForward> io;
   for (size_t d = 0; d < count; ++d) {
     const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 4);
     const int64_t T = projs[d].size(0), B = projs[d].size(1);
     auto f32 = projs[d].options().dtype(at::kFloat);
-    io.push_back({projs[d], biases[d], w_hh_ts[d], at::empty({T, B, 4 * H}, f32), states(T, B, H, f32),
+    io.push_back({projs[d], biases[d], w_hh_ts[d], at::empty({keep ? T : 1, B, 4 * H}, f32), states(T, B, H, f32),
                   states(T, B, H, f32), states(T, B, H, projs[d].options())});
   }
   by_product_dtype(projs[0], [&](auto low) {
@@ -669,8 +677,9 @@ Lists lstm_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<
   return out;
 }
 
+// keep: as lstm_forward's, for the gates and hn.
 Lists gru_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                  const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts) {
+                  const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts, bool keep) {
   const size_t count = check_directions({projs, biases, b_hns, w_hh_ts});
   std::vector<GruForward> io;
   for (size_t d = 0; d < count; ++d) {
@@ -678,8 +687,9 @@ Lists gru_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Te
     check(b_hns[d], at::kFloat, {H}, "b_hn");
     const int64_t T = projs[d].size(0), B = projs[d].size(1);
     auto f32 = projs[d].options().dtype(at::kFloat);
-    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({T, B, 3 * H}, f32), states(T, B, H, f32),
-                  at::empty({T, B, H}, f32), states(T, B, H, projs[d].options())});
+    const int64_t kept = keep ? T : 1;
+    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({kept, B, 3 * H}, f32), states(T, B, H, f32),
+                  at::empty({kept, B, H}, f32), states(T, B, H, projs[d].options())});
   }
   by_product_dtype(projs[0], [&](auto low) {
     Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
