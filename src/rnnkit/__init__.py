@@ -16,13 +16,14 @@ __all__ = ["__version__", "fit", "load"]
 
 
 def load(
-    run_dir: str | os.PathLike[str], device: str = "cpu", *, quantize: bool = False
+    run_dir: str | os.PathLike[str], device: str = "cpu", *, quantize: bool = False, amp: bool = False
 ) -> Predictor | EnsemblePredictor:
     """The best model of a training run, ready to classify text: ``load(run).predict(["..."])``.
 
     ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; ``quantize`` runs the model with int8
-    weights on the CPU (faster, see the README). The same as
-    ``rnnkit.runs.open_run(run_dir, device, quantize=quantize).predictor()``, imported lazily so
+    weights on the CPU, ``amp`` its matrix products in bfloat16 on CPUs with native bfloat16 (or
+    float16 on CUDA; both faster, see the README). The same as
+    ``rnnkit.runs.open_run(run_dir, device, quantize=quantize).predictor(amp=amp)``, imported lazily so
     that ``import rnnkit`` (and ``rnnkit --help``) stays fast. An ensemble folder
     (``rnnkit ensemble``) gives its members' averaged probabilities through the same methods.
     """
@@ -34,11 +35,11 @@ def load(
 
         spec = read_ensemble(run_dir)
         runs = [open_run(member, device, quantize=quantize) for member in spec.members]
-        members = [run.predictor() for run in runs]
+        members = [run.predictor(amp=amp) for run in runs]
         if spec.baseline_temperature is not None:
             members.append(runs[0].baseline_predictor(spec.baseline_temperature))
         return EnsemblePredictor(members)
-    return open_run(run_dir, device, quantize=quantize).predictor()
+    return open_run(run_dir, device, quantize=quantize).predictor(amp=amp)
 
 
 def fit(

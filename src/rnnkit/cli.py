@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   rnnkit evaluate --run-dir runs/lstm-20250101-120000
   rnnkit predict --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again."
   rnnkit predict --run-dir runs/lstm-20250101-120000 --quantize --file posts.txt
+  rnnkit predict --run-dir runs/lstm-20250101-120000 --amp --file posts.txt
   rnnkit explain --run-dir runs/lstm-20250101-120000 "The shuttle launch was delayed again." --html why.html
   rnnkit compare runs/lstm-20250101-120000 runs/gru-20250101-130000 --plot curves.png
   rnnkit export --run-dir runs/lstm-20250101-120000 --format onnx --out exported/lstm
@@ -36,6 +37,10 @@ EXAMPLES = """examples:
 """
 
 QUANTIZE_HELP = "run the model with int8 weights on the CPU (faster; scores may move slightly)"
+AMP_HELP = (
+    "run the matrix products in bfloat16 on CPUs that have it natively, float16 on CUDA "
+    "(faster; scores may move slightly)"
+)
 
 
 class _UsageError(Exception):
@@ -162,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--with-text", action="store_true", help="include each document's text in --output")
     predict.add_argument("--quantize", action="store_true", help=QUANTIZE_HELP)
+    predict.add_argument("--amp", action="store_true", help=AMP_HELP)
     predict.set_defaults(handler=_predict)
 
     ensemble = commands.add_parser(
@@ -369,10 +375,12 @@ def _predict(args: argparse.Namespace) -> int:
         raise _UsageError("--with-text applies to --output FILE")
     if args.quantize and args.device != "cpu":
         raise _UsageError(f"--quantize runs the model on the CPU; drop --device {args.device} or --quantize")
+    if args.quantize and args.amp:
+        raise _UsageError("choose --quantize or --amp, not both: int8 layers take float32 inputs")
     if args.output:
         pio.check_output(args.output)
     documents = pio.read_documents(args.texts, args.file)
-    predictor = load(args.run_dir, device=args.device, quantize=args.quantize)
+    predictor = load(args.run_dir, device=args.device, quantize=args.quantize, amp=args.amp)
     label_sets = predictor.multilabel and args.top_k is None  # a multi-label run's own decision
     k = 0 if label_sets else min(args.top_k or 1, len(predictor.label_names))
     classify = predictor.predict_scored if label_sets else lambda texts: predictor.predict_top_k(texts, k)

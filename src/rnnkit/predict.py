@@ -81,6 +81,7 @@ class Predictor(ProbabilityClassifier):
         batch_size: int = 256,
         task: str = SINGLE,
         thresholds: np.ndarray | None = None,
+        amp: bool = False,
     ) -> None:
         self.model = model.eval()
         self.vocab = vocab
@@ -91,6 +92,7 @@ class Predictor(ProbabilityClassifier):
         self.batch_size = batch_size
         self.task = task
         self.thresholds = thresholds
+        self.amp = amp  # mixed precision, as rnnkit.inference.autocast runs it on this device
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         """Probabilities, shape ``(len(texts), len(label_names))``; columns follow ``label_names``.
@@ -102,7 +104,7 @@ class Predictor(ProbabilityClassifier):
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         unknown = np.zeros((len(texts), len(self.label_names)), np.float32) if self.multilabel else None
         dataset = encode_texts(texts, self.vocab, self.tokenizer, self.max_length, labels=unknown)
-        return predict_dataset(self.model, dataset, self.batch_size, self.device).probs
+        return predict_dataset(self.model, dataset, self.batch_size, self.device, self.amp).probs
 
 
 class BaselinePredictor(ProbabilityClassifier):

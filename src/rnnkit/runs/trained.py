@@ -59,8 +59,9 @@ class TrainedRun:
     quantized: bool = False
     """The model's recurrent and linear layers run with int8 weights (CPU; no mixed precision)."""
 
-    def predictor(self, batch_size: int | None = None) -> Predictor:
-        """A :class:`~rnnkit.predict.Predictor` over this run (batch size: ``train.eval_batch_size``)."""
+    def predictor(self, batch_size: int | None = None, amp: bool = False) -> Predictor:
+        """A :class:`~rnnkit.predict.Predictor` over this run (batch size: ``train.eval_batch_size``);
+        ``amp`` runs its matrix products in bfloat16 on CPUs that have it (float16 on CUDA)."""
         from rnnkit.predict import Predictor
 
         return Predictor(
@@ -73,6 +74,7 @@ class TrainedRun:
             batch_size=batch_size or self.config.train.eval_batch_size,
             task=self.task,
             thresholds=self.thresholds,
+            amp=amp,
         )
 
     def baseline_predictor(self, temperature: float) -> BaselinePredictor:
