@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    serve.add_argument("--amp", action="store_true", help=AMP_HELP)
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request (default 64)")
     serve.add_argument("--max-text-chars", type=int, default=100_000, help="characters per text")
     serve.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request size (default 2 MB)")
@@ -506,6 +507,7 @@ def _serve(args: argparse.Namespace) -> int:
         batch_window_ms=args.batch_window_ms,
         max_batch_texts=args.max_batch_texts,
         batching=not args.no_batching,
+        amp=args.amp,
     )
     serve(args.run_dir, args.host, args.port, args.device, settings, args.access_log)
     return 0
