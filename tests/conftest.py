@@ -4,8 +4,10 @@
   saying so, instead of inside whichever test first trains a GRU (the build takes 20-90 s, once
   per machine and source version; loading a built one takes ~0.3 s).
 * ``pytest -m "not slow"`` leaves out the torchrun, kill-and-resume and benchmark runs.
-* ``finished_run`` is one tiny finished run for the session, for tests that copy it and then damage,
-  lock or overwrite the copy.
+* ``finished_run`` is one tiny finished run for the session, for tests that read it, or copy it and
+  then damage, lock or overwrite the copy.
+* ``amp_of_predictions`` records whether each prediction pass of rnnkit's predictors ran under
+  mixed precision.
 * ``HYPOTHESIS_PROFILE=dev`` runs a few examples per fuzz test for a quick loop; CI runs the full
   counts (``fuzzing.py``).
 """
@@ -18,6 +20,7 @@ import pytest
 import torch
 from test_trainer import train_tiny_run
 
+import rnnkit.predict
 from rnnkit.models.kernels import cpp_loop
 from rnnkit.runtime import denormals_flushed
 
@@ -58,6 +61,20 @@ def compiled_extension(request: pytest.FixtureRequest):
 def finished_run(tmp_path_factory) -> Path:
     """A tiny run trained to the end (``runs/.../run`` beside its ``corpus.csv``); copy it to change it."""
     return train_tiny_run(tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture
+def amp_of_predictions(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The ``amp`` flag of every ``predict_dataset`` call made by :mod:`rnnkit.predict`, in order."""
+    seen: list[bool] = []
+    real = rnnkit.predict.predict_dataset
+
+    def recording(model, dataset, batch_size, device, amp=False):
+        seen.append(amp)
+        return real(model, dataset, batch_size, device, amp)
+
+    monkeypatch.setattr(rnnkit.predict, "predict_dataset", recording)
+    return seen
 
 
 def _say(config: pytest.Config, line: str) -> None:

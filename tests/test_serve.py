@@ -200,24 +200,15 @@ def test_a_failing_batch_fails_its_requests_only():
     assert batcher.batches == 1  # the failed pass is not counted
 
 
-def test_amp_serves_with_mixed_precision_products(run_dir, monkeypatch):
+def test_amp_serves_with_mixed_precision_products(run_dir, amp_of_predictions):
     """``rnnkit serve --amp``: the server's forward passes run under autocast (faster on the CPU)."""
     from fastapi.testclient import TestClient
 
-    import rnnkit.predict
     from rnnkit.runs import open_run
     from rnnkit.serve import ServeSettings, create_app
 
-    seen = []
-    real = rnnkit.predict.predict_dataset
-
-    def spy(model, dataset, batch_size, device, amp=False):
-        seen.append(amp)
-        return real(model, dataset, batch_size, device, amp)
-
-    monkeypatch.setattr(rnnkit.predict, "predict_dataset", spy)
     with TestClient(create_app(open_run(run_dir), ServeSettings(amp=True))) as client:
         response = client.post("/predict", json={"texts": TEXTS[:2]})
     assert response.status_code == 200
     assert len(response.json()["predictions"]) == 2
-    assert seen and all(seen)  # the warm-up pass and the request's
+    assert amp_of_predictions and all(amp_of_predictions)  # the warm-up pass and the request's

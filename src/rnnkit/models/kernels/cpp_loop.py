@@ -25,7 +25,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
@@ -204,15 +204,18 @@ def run_directions(
     for module in modules:
         biases = (module.bias_ih_l0, module.bias_hh_l0) if module.bias else (None, None)
         parameters += [module.weight_ih_l0, module.weight_hh_l0, *biases]
-    needs_grad = torch.is_grad_enabled() and (
-        any(x.requires_grad for x in inputs) or any(p is not None and p.requires_grad for p in parameters)
-    )
     with torch.autocast("cpu", enabled=False):
-        if not needs_grad:  # inference: no gates kept for a backward pass that never comes
-            states, _, _ = _forward(kind, dtype, inputs, parameters, keep=False)
-            return [batch_major(h[1:]) for h in states]
+        if not needs_backward(inputs, parameters):  # inference: keep no gates for a backward pass
+            return [batch_major(h[1:]) for h in _forward(kind, dtype, inputs, parameters, keep=False).states]
         outputs = _Recurrence.apply(kind, dtype, len(modules), *inputs, *parameters)
     return list(outputs)
+
+
+def needs_backward(inputs: Iterable[Tensor], parameters: Iterable[Tensor | None]) -> bool:
+    """Whether autograd records a pass over ``inputs`` and ``parameters`` (training), not inference."""
+    return torch.is_grad_enabled() and (
+        any(x.requires_grad for x in inputs) or any(p is not None and p.requires_grad for p in parameters)
+    )
 
 
 def _kind(module: nn.RNNBase) -> str:
@@ -258,17 +261,19 @@ def _gru_biases(b_ih: Tensor | None, b_hh: Tensor | None, hidden: int) -> tuple[
 
 
 class _Forward(NamedTuple):
-    """What the C++ forward pass returns per layer (``kept``) and the product-dtype weights used."""
+    """One C++ forward pass over ``count`` layers, and what its backward pass would need."""
 
-    kept: list[list[Tensor]]
-    weights: list[tuple[Tensor, Tensor]]  # (W_ih, W_hh) per layer, in the product dtype
+    states: list[Tensor]  # (T + 1, B, H) float per layer, row 0 the zero initial state
+    inputs: list[Tensor]  # the time-major inputs in the product dtype
+    kept: list[list[Tensor]]  # what the C++ forward returned per layer
+    w_ih: list[Tensor]  # W_ih per layer, in the product dtype
+    w_hh: list[Tensor]  # W_hh per layer, in the product dtype
 
 
 def _forward(
     kind: str, dtype: torch.dtype, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None], keep: bool
-) -> tuple[list[Tensor], list[Tensor], _Forward]:
-    """The states ``(T + 1, B, H)`` of every layer, its time-major inputs, and what the C++ forward
-    returned. ``keep=False`` (inference) keeps no gates for a backward pass."""
+) -> _Forward:
+    """Run the layers' time loops; ``keep=False`` (inference) keeps no gates for a backward pass."""
     layers = [parameters[4 * i : 4 * i + 4] for i in range(len(inputs))]
     x_tm = [_time_major_as(x, dtype) for x in inputs]
     w_ih_low = [w_ih.detach().to(dtype) for w_ih, _, _, _ in layers]
@@ -289,7 +294,7 @@ def _forward(
         biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
         results = ext.rnn_forward(projections, biases, w_hh_t, kind == "rnn_relu")  # h, h_low
         states = [h for h, _ in results]
-    return states, x_tm, _Forward(results, list(zip(w_ih_low, w_hh_low, strict=True)))
+    return _Forward(states, x_tm, results, w_ih_low, w_hh_low)
 
 
 class _Recurrence(torch.autograd.Function):
@@ -304,12 +309,10 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, kind, dtype, count, *args):  # type: ignore[override]
         inputs, parameters = args[:count], args[count:]
         ctx.kind, ctx.count, ctx.input_dtype = kind, count, inputs[0].dtype
-        states, x_tm, results = _forward(kind, dtype, inputs, parameters, keep=True)
-        w_ih_low = [w for w, _ in results.weights]
-        w_hh_low = [w for _, w in results.weights]
-        ctx.save_for_backward(*w_ih_low, *w_hh_low)
-        ctx.buffers = (x_tm, results.kept)
-        return tuple(batch_major(h[1:]) for h in states)
+        run = _forward(kind, dtype, inputs, parameters, keep=True)
+        ctx.save_for_backward(*run.w_ih, *run.w_hh)
+        ctx.buffers = (run.inputs, run.kept)
+        return tuple(batch_major(h[1:]) for h in run.states)
 
     @staticmethod
     def backward(ctx, *grad_outputs):  # type: ignore[override]

@@ -81,9 +81,7 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
       compiler, the Python loop for ``nn.RNN`` in full precision, else the module;
     * CUDA, and while tracing (``rnnkit export``): the module.
     """
-    training = torch.is_grad_enabled() and (
-        inputs.requires_grad or any(p.requires_grad for p in module.parameters())
-    )
+    training = cpp_loop.needs_backward([inputs], module.parameters())
     if inputs.device.type != "cpu" or _trains_on_onednn(module) or torch.jit.is_tracing():
         return "native"  # a trace (ONNX, TorchScript export) records the module, never the loop
     if isinstance(module, nn.LSTM) and not training:

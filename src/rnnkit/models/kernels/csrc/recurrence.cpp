@@ -125,8 +125,8 @@ at::Tensor pack(const at::Tensor& rhs) {
 }
 
 // acc[i][v] += row i's pair of lhs values (k = 2p, 2p + 1) times the packed rhs pairs of column
-// block v. Inlined into tile's loop with acc in registers: a lambda capturing acc stored all 16
-// accumulators to memory every step, which halved the throughput.
+// block v. The loops over i and v are unrolled on purpose: left as loops, gcc kept acc in memory and
+// stored all 16 accumulators every step, which halved the throughput.
 template <int MR>
 inline void accumulate(__m512 (&acc)[MR][4], const Pair (&a_pairs)[MR], const Pair* packed_row,
                        const __mmask16* masks) {
