@@ -310,7 +310,12 @@ def measure_torch(
 
 
 def build_rnnkit(
-    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, kernel: str
+    cell: str,
+    bidirectional: bool,
+    work: Workload,
+    args: argparse.Namespace,
+    kernel: str,
+    freeze_embeddings: bool = False,
 ) -> nn.Module:
     torch.manual_seed(args.seed)
     return CELLS[cell][1](
@@ -320,6 +325,7 @@ def build_rnnkit(
         hidden_size=args.hidden_size,
         bidirectional=bidirectional,
         kernel=kernel,
+        freeze_embeddings=freeze_embeddings,
     )
 
 
@@ -435,6 +441,9 @@ def _run_rnnkit_variants(
     ]
     if amp_dtype(device) is not None and not args.no_amp:
         variants.append(("rnnkit", build_rnnkit(cell, bidirectional, work, args, "auto"), True))
+        if args.frozen_embedding:
+            frozen = build_rnnkit(cell, bidirectional, work, args, "auto", freeze_embeddings=True)
+            variants.append(("rnnkit, embedding frozen", frozen, True))
     if args.compile:
         compiled = torch.compile(build_rnnkit(cell, bidirectional, work, args, "native"))
         variants.append(("rnnkit native+compile", compiled, False))
@@ -571,6 +580,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compile", action="store_true", help="also measure torch.compile on the native model"
     )
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras 3 comparison")
+    parser.add_argument(
+        "--frozen-embedding",
+        action="store_true",
+        help="also measure rnnkit with the embedding frozen: no embedding gradient or update, the "
+        "most any sparse or row-wise embedding update could save (not the same maths)",
+    )
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the matrix-product floor (scripts/matmul_floor.py)"
     )

@@ -20,13 +20,13 @@ def test_a_quick_synthetic_run_reports_every_variant_against_the_tutorial(tmp_pa
     out = tmp_path / "bench.json"
     args = ["--cells", "rnn", "--bidirectional", "both", "--batches", "1", "--infer-batches", "1"]
     args += ["--batch-size", "4", "--eval-batch-size", "8", "--max-length", "20", "--no-keras", "--packed"]
-    assert benchmark.main([*args, "--json", str(out)]) == 0
+    assert benchmark.main([*args, "--frozen-embedding", "--json", str(out)]) == 0
 
     report = json.loads(out.read_text())
     variants = [(r["direction"], r["variant"]) for r in report["results"]]
     expected = ["tutorial", "tutorial+runtime", "rnnkit native", "rnnkit float32"]
-    if benchmark.amp_dtype(torch.device("cpu")) is not None:
-        expected.append("rnnkit")  # bfloat16 mixed precision, only where the CPU has it
+    if benchmark.amp_dtype(torch.device("cpu")) is not None:  # bfloat16, only where the CPU has it
+        expected += ["rnnkit", "rnnkit, embedding frozen"]
     expected.append("tutorial packed")
     assert variants == [(d, v) for d in ("uni", "bi") for v in expected]
     for row in report["results"]:

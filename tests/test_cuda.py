@@ -62,3 +62,4 @@ def test_a_run_trained_on_the_gpu_opens_and_predicts_on_the_cpu(tmp_path, amp):
     on_cpu, on_gpu = load(run, device="cpu"), load(run, device="cuda")
     texts = ["orbit rocket launch the moon", "puck goal in the playoff season"]
     assert on_cpu.predict(texts) == on_gpu.predict(texts)
+    assert load(run, device="cuda", amp=True).predict(texts) == on_cpu.predict(texts)  # float16 products

@@ -24,7 +24,7 @@ from rnnkit.models import GRUClassifier
 from rnnkit.runs.checkpoint import CheckpointStore, load_checkpoint
 from rnnkit.runtime import denormals_flushed
 from rnnkit.training import experiment
-from rnnkit.training.callbacks import Callback, EarlyStopping, is_improvement
+from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, is_improvement
 from rnnkit.training.trainer import Trainer, build_scheduler, class_weights
 
 TOPICS = {
@@ -360,6 +360,79 @@ def test_a_checkpoint_that_keyed_callbacks_by_class_name_still_resumes(tmp_path)
     stopper = EarlyStopping("val_accuracy", 3)
     tiny_trainer(tmp_path, [stopper]).load_state(saved)
     assert stopper.best == trainer.history[0]["val_accuracy"]
+
+
+class EpochWeights(Callback):
+    """Copies of the weights at the end of every epoch."""
+
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        self.weights.append({name: p.detach().clone() for name, p in trainer.raw_model.named_parameters()})
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_swa_epochs_weights(tmp_path):
+    seen = EpochWeights()
+    trainer = tiny_trainer(tmp_path, [seen], epochs=4, swa_epochs=2, lr=0.1)
+    trainer.fit()
+    assert int(trainer.averaged.n_averaged) == 2
+    for name, averaged in trainer.averaged.module.named_parameters():
+        torch.testing.assert_close(averaged, (seen.weights[2][name] + seen.weights[3][name]) / 2)
+    assert any(not torch.equal(seen.weights[2][name], seen.weights[3][name]) for name in seen.weights[2])
+
+
+@pytest.mark.parametrize("averaged_wins", [True, False], ids=["better", "not-better"])
+def test_the_averaged_weights_become_the_best_only_if_they_beat_every_epoch_on_validation(
+    tmp_path, monkeypatch, averaged_wins
+):
+    trainer = tiny_trainer(tmp_path, [BestCheckpoint("val_accuracy")], epochs=3, swa_epochs=2, amp=False)
+    scores = iter([0.5, 0.75, 0.625])  # epoch 2 is the best epoch
+
+    def validation_scores(model):
+        averaged = trainer.averaged is not None and model is trainer.averaged.module
+        accuracy = (0.875 if averaged_wins else 0.75) if averaged else next(scores)
+        return {"val_loss": 1 - accuracy, "val_accuracy": accuracy, "val_macro_f1": accuracy}
+
+    monkeypatch.setattr(trainer, "validation_scores", validation_scores)
+    trainer.fit()
+    best = trainer.store.load_best()
+    if averaged_wins:
+        assert best.meta["record"]["averaged_epochs"] == 2
+        averaged = trainer.averaged.module.state_dict()
+        for name, tensor in best.section("model").items():
+            torch.testing.assert_close(tensor, averaged[name])
+    else:  # a tie with the best epoch is not an improvement: epoch 2 stays
+        assert best.meta["record"]["epoch"] == 2 and "averaged_epochs" not in best.meta["record"]
+
+
+def test_a_resumed_run_averages_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    settings = {"epochs": 3, "swa_epochs": 2, "lr": 0.1}
+    uninterrupted = tiny_trainer(tmp_path / "a", [], **settings)
+    uninterrupted.fit()
+    first_two = tiny_trainer(tmp_path / "b", [], **settings)
+    for _ in range(2):
+        first_two.train_epoch()
+        first_two.end_epoch()
+    resumed = tiny_trainer(tmp_path / "c", [], **settings)
+    resumed.load_state(first_two.state_checkpoint())
+    resumed.fit()
+    assert int(resumed.averaged.n_averaged) == 2
+    for (name, expected), got in zip(
+        uninterrupted.averaged.module.named_parameters(), resumed.averaged.module.parameters(), strict=True
+    ):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0, msg=name)
+
+
+def test_a_run_with_weight_averaging_says_which_weights_it_kept_and_evaluates_them(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="rnnkit")  # whatever level an earlier `rnnkit -q` left it at
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    settings = tiny_settings(corpus, **{"train.epochs": 4, "train.swa_epochs": 2})
+    metrics = experiment.train(load_config(overrides=settings), tmp_path / "run")
+    assert "weights averaged over the last 2 epochs: val loss" in caplog.text
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors").meta["record"]
+    assert metrics.get("averaged_epochs") == best.get("averaged_epochs")
+    assert experiment.evaluate(tmp_path / "run", "test")["metrics"] == metrics["test"]
 
 
 def test_two_callbacks_with_one_state_key_are_refused(tmp_path):

@@ -126,6 +126,7 @@ class TrainConfig:
     class_weights: str = _choice("none", "none", "balanced")
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
     patience: int = _at_least(3, 0)
+    swa_epochs: int = _at_least(0, 0)
     monitor: str = _choice("auto", "auto", "val_accuracy", "val_macro_f1", "val_micro_f1", "val_loss")
     seed: int = field(default=42, metadata={"min": 0, "max": 2**32 - 1})  # numpy/scikit-learn seeds
     device: str = _choice("auto", "auto", "cpu", "cuda", prefix="cuda:")

@@ -341,6 +341,7 @@ def _fit(
         "test": summarize(test, num_classes) if len(test.labels) else None,
         "validation": summarize(validation, num_classes),
         "best_epoch": best["epoch"],
+        **({"averaged_epochs": best["averaged_epochs"]} if "averaged_epochs" in best else {}),
         "epochs_trained": len(trainer.history),
         "stopped_early": trainer.should_stop,
         "monitor": monitor,
@@ -361,7 +362,12 @@ def _fit(
     # drop the last gather's tensors while Python can still release them: a rank that exits right
     # after that gather can abort during interpreter shutdown (seen in 5 of 160 two-rank runs).
     distributed.barrier()
-    logger.info("%s (best epoch %d); results in %s", headline(metrics), metrics["best_epoch"], run.path)
+    chosen = (
+        f"weights averaged over the last {metrics['averaged_epochs']} epochs"
+        if "averaged_epochs" in metrics
+        else f"best epoch {metrics['best_epoch']}"
+    )
+    logger.info("%s (%s); results in %s", headline(metrics), chosen, run.path)
     if baseline is not None and metrics["test"] is not None and "test" in baseline:
         logger.info("%s", versus_baseline(metrics, cfg.model.name))
     return metrics

@@ -2,12 +2,12 @@
 
 One epoch = the length-bucketed batches of :class:`BucketBatchSampler` for that epoch (a pure
 function of seed and epoch), one optimizer step per batch, then validation, the learning-rate
-schedule, the callbacks and a checkpoint. Every ``train.checkpoint_every`` steps a checkpoint is
-also written mid-epoch. A checkpoint holds everything the next step depends on (weights,
-optimizer, schedule, callbacks, RNG states, position in the epoch), so a resumed run on CPU ends
-with bit-identical results. On CUDA, cuDNN picks kernels whose float sums vary between runs unless
-``train.deterministic`` is set, which selects deterministic algorithms at some cost in speed
-(see :mod:`rnnkit.runtime`).
+schedule, the weight average (``train.swa_epochs``), the callbacks and a checkpoint. Every
+``train.checkpoint_every`` steps a checkpoint is also written mid-epoch. A checkpoint holds
+everything the next step depends on (weights, optimizer, schedule, weight average, callbacks, RNG
+states, position in the epoch), so a resumed run on CPU ends with bit-identical results. On CUDA,
+cuDNN picks kernels whose float sums vary between runs unless ``train.deterministic`` is set,
+which selects deterministic algorithms at some cost in speed (see :mod:`rnnkit.runtime`).
 
 The loop is written for data parallelism: the loss is normalised by the global batch
 (:func:`distributed.global_mean`), validation outputs are gathered from all ranks, early stopping
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from rnnkit import distributed
 from rnnkit.config import TrainConfig
@@ -45,7 +46,7 @@ from rnnkit.runs.checkpoint import (
 )
 from rnnkit.runtime import amp_dtype
 from rnnkit.tasks import MULTILABEL, exact_matches, example_losses, positive_weights, resolve_monitor, task_of
-from rnnkit.training.callbacks import Callback
+from rnnkit.training.callbacks import Callback, is_improvement
 from rnnkit.training.metrics import summarize
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class Trainer:
         self.amp = cfg.amp and amp_dtype(device) is not None
         self.optimizer = build_optimizer(cfg, self.raw_model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
+        # Stochastic weight averaging: the mean of the weights at the end of the last swa_epochs epochs.
+        self.averaged = AveragedModel(self.raw_model, use_buffers=True) if cfg.swa_epochs else None
         # float16 needs loss scaling against underflow; bfloat16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         # Class weights: per document for one class each, per label's positives (pos_weight) for sets.
@@ -144,6 +147,7 @@ class Trainer:
         while self.epoch < self.cfg.epochs and not self.should_stop:
             self.train_epoch()
             self.end_epoch()
+        self.offer_average()
         for callback in self.callbacks:
             callback.on_fit_end(self)
 
@@ -200,7 +204,7 @@ class Trainer:
     def end_epoch(self) -> None:
         """Validate, record, step the schedule, run callbacks, then checkpoint the new position."""
         started = time.perf_counter()
-        val = summarize(self.predict(self.validation_set), self.num_classes)
+        val = self.validation_scores(self.model)
         stats = distributed.all_reduce_sum(
             torch.tensor(
                 [self.running.loss_sum, self.running.correct, self.running.count], dtype=torch.float64
@@ -210,10 +214,7 @@ class Trainer:
             "epoch": self.epoch + 1,
             "train_loss": stats[0] / max(stats[2], 1),
             "train_accuracy": stats[1] / max(stats[2], 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "val_macro_f1": val["macro_f1"],
-            **({"val_micro_f1": val["micro_f1"]} if self.task == MULTILABEL else {}),
+            **val,
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": round(self.running.seconds + time.perf_counter() - started, 3),
         }
@@ -236,6 +237,8 @@ class Trainer:
             self.scheduler.step(record[self.cfg.monitor])
         elif self.scheduler is not None:
             self.scheduler.step()
+        if self.averaged is not None and self.epoch >= self.cfg.epochs - self.cfg.swa_epochs:
+            self.averaged.update_parameters(self.raw_model)
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
         self.should_stop = distributed.broadcast_flag(self.should_stop)
@@ -244,8 +247,52 @@ class Trainer:
         self.running = RunningStats()
         self.save_state()
 
-    def predict(self, dataset: EncodedDataset) -> Predictions:
-        return predict_dataset(self.model, dataset, self.cfg.eval_batch_size, self.device, self.amp)
+    def offer_average(self) -> None:
+        """Score the averaged weights on validation. Like an epoch's weights, they become the best
+        checkpoint only if they beat every epoch on ``train.monitor``; else the best epoch stays."""
+        if self.averaged is None:
+            return
+        epochs = int(self.averaged.n_averaged)
+        if not epochs:
+            logger.info(
+                "no weights averaged: training stopped at epoch %d, before the last %d (train.swa_epochs)",
+                self.epoch,
+                self.cfg.swa_epochs,
+            )
+            return
+        record = {
+            "epoch": self.epoch,
+            "averaged_epochs": epochs,
+            **self.validation_scores(self.averaged.module),
+        }
+        monitor = self.cfg.monitor
+        best = None
+        for row in self.history:
+            if is_improvement(monitor, row[monitor], best):
+                best = row[monitor]
+        kept = is_improvement(monitor, record[monitor], best)
+        logger.info(
+            "weights averaged over the last %d epochs: val loss %.4f acc %.4f macro-F1 %.4f; %s",
+            epochs,
+            record["val_loss"],
+            record["val_accuracy"],
+            record["val_macro_f1"],
+            "better than every epoch, kept as the best weights"
+            if kept
+            else f"not better on {monitor} than the best epoch's {best:.4f}, which stays",
+        )
+        if kept and distributed.is_main_process():
+            self.store.save_best(model_checkpoint(self.averaged.module.state_dict(), self.model_info, record))
+
+    def validation_scores(self, model: nn.Module) -> dict[str, float]:
+        """``model``'s ``val_loss``, ``val_accuracy``, ``val_macro_f1`` (and ``val_micro_f1``)."""
+        scores = summarize(self.predict(self.validation_set, model), self.num_classes)
+        names = ["loss", "accuracy", "macro_f1", *(["micro_f1"] if self.task == MULTILABEL else [])]
+        return {f"val_{name}": scores[name] for name in names}
+
+    def predict(self, dataset: EncodedDataset, model: nn.Module | None = None) -> Predictions:
+        model = self.model if model is None else model
+        return predict_dataset(model, dataset, self.cfg.eval_batch_size, self.device, self.amp)
 
     # ---------------------------------------------------------------- checkpoints
     def save_state(self) -> None:
@@ -297,6 +344,8 @@ class Trainer:
         checkpoint.add("model", self.raw_model.state_dict())
         checkpoint.add("optimizer", optimizer.tensors)
         checkpoint.add("rng", rng.tensors)
+        if self.averaged is not None:
+            checkpoint.add("averaged", self.averaged.state_dict())
         for rank, (other, _) in enumerate(other_ranks, start=1):
             checkpoint.add(f"rng{rank}", other.tensors)
         return checkpoint
@@ -316,6 +365,9 @@ class Trainer:
         )
         if self.scheduler is not None:
             self.scheduler.load_state_dict(meta["scheduler"])
+        averaged = checkpoint.section("averaged")
+        if self.averaged is not None and averaged:  # none in a run that had no swa_epochs until now
+            self.averaged.load_state_dict(averaged)
         if meta["scaler"]:
             self.scaler.load_state_dict(meta["scaler"])
         saved = meta["callbacks"]
