@@ -63,6 +63,36 @@ def test_bidirectional_multilayer_encoder_matches_torch_on_packed_sequences(cell
     torch.testing.assert_close(outputs * mask, expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("kernel", ["auto", "native"])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_weight_drop_runs_training_passes_with_a_dropconnect_mask_on_the_hidden_weights(cell, kernel):
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(cell, 4, 6, num_layers=2, bidirectional=True, weight_drop=0.5, kernel=kernel)
+    plain = RecurrentEncoder(cell, 4, 6, num_layers=2, bidirectional=True, kernel=kernel)
+    plain.load_state_dict(encoder.state_dict())
+    inputs, lengths = torch.randn(3, 5, 4), torch.tensor([5, 2, 1])
+    hidden_weights = [d.weight_hh_l0 for layer in encoder.layers for d in layer.directions]
+
+    torch.manual_seed(1)
+    trained = encoder(inputs, lengths)
+    torch.manual_seed(1)  # the same masks, drawn in the same order (layer by layer, forward first)
+    masks = [torch.nn.functional.dropout(torch.ones_like(w), 0.5) for w in hidden_weights]
+    with torch.no_grad():
+        for mask, w in zip(
+            masks, [d.weight_hh_l0 for layer in plain.layers for d in layer.directions], strict=True
+        ):
+            w.mul_(mask)
+    torch.testing.assert_close(trained, plain(inputs, lengths), atol=ATOL, rtol=0)
+
+    trained.sum().backward()  # a dropped connection gets no gradient; the real weights do get one
+    for mask, w in zip(masks, hidden_weights, strict=True):
+        assert (w.grad[mask == 0] == 0).all() and w.grad[mask != 0].abs().sum() > 0
+
+    encoder.eval()  # evaluation uses every connection, unscaled
+    plain.load_state_dict(encoder.state_dict())
+    torch.testing.assert_close(encoder(inputs, lengths), plain.eval()(inputs, lengths), atol=0, rtol=0)
+
+
 def test_encoder_output_size_counts_both_directions():
     assert RecurrentEncoder("gru", 3, 7).output_size == 7
     assert RecurrentEncoder("gru", 3, 7, bidirectional=True).output_size == 14

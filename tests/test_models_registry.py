@@ -62,6 +62,7 @@ def test_build_model_makes_each_built_in_model_from_its_config_section(name, cls
         "pooling": "mean",
         "embedding_dropout": 0.0,
         "dropout": 0.0,
+        "weight_drop": 0.0,
         "head_dropout": 0.0,
         "head_hidden": 5,
         "freeze_embeddings": False,

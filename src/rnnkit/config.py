@@ -104,6 +104,7 @@ class ModelConfig:
     pooling: str = _choice("last", "last", "mean", "max", "attention")
     embedding_dropout: float = _fraction(0.0)
     dropout: float = _fraction(0.0)
+    weight_drop: float = _fraction(0.0)
     head_dropout: float = _fraction(0.0)
     head_hidden: int = _at_least(0, 0)
     kernel: str = _choice("auto", "auto", "native")

@@ -38,6 +38,8 @@ class RecurrentClassifier(nn.Module):
         pooling: "last", "mean", "max" or "attention" (see :mod:`rnnkit.models.pooling`).
         embedding_dropout: dropout on the embedded tokens.
         dropout: dropout between recurrent layers.
+        weight_drop: DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop): one mask
+            per batch, so a recurrent connection is off for the whole sequence.
         head_dropout: dropout on the pooled vector, before the head.
         head_hidden: size of a ReLU hidden layer in the head; 0 for a linear head.
         pretrained: ``(vocab_size, dim)`` vectors to start the embedding from.
@@ -67,6 +69,7 @@ class RecurrentClassifier(nn.Module):
         pooling: str = "last",
         embedding_dropout: float = 0.0,
         dropout: float = 0.0,
+        weight_drop: float = 0.0,
         head_dropout: float = 0.0,
         head_hidden: int = 0,
         pretrained: Tensor | None = None,
@@ -98,6 +101,7 @@ class RecurrentClassifier(nn.Module):
             num_layers=num_layers,
             bidirectional=bidirectional,
             dropout=dropout,
+            weight_drop=weight_drop,
             kernel=kernel,
         )
         self.pooling = build_pooling(pooling, hidden_size, bidirectional)

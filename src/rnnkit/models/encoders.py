@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from rnnkit.models.kernels import prepare, run_directions, run_recurrent
 from rnnkit.models.sequence import reverse_padded
@@ -24,7 +25,13 @@ class RecurrentLayer(nn.Module):
     """One layer: a forward pass and, if bidirectional, a within-length reversed pass, concatenated."""
 
     def __init__(
-        self, cell: str, input_size: int, hidden_size: int, bidirectional: bool, kernel: str
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        bidirectional: bool,
+        kernel: str,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
         num_directions = 2 if bidirectional else 1
@@ -32,6 +39,7 @@ class RecurrentLayer(nn.Module):
             CELLS[cell](input_size, hidden_size, batch_first=True) for _ in range(num_directions)
         )
         self.kernel = kernel
+        self.weight_drop = weight_drop
 
     def prepare_kernels(self) -> None:
         """Build the compiled CPU loop before training if ``kernel="auto"`` will train with it."""
@@ -39,8 +47,19 @@ class RecurrentLayer(nn.Module):
             for direction in self.directions:
                 prepare(direction)
 
-    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """``(batch, time, input_size)`` -> ``(batch, time, num_directions * hidden_size)``."""
+    def forward(self, inputs: Tensor, lengths: Tensor, *, weights_dropped: bool = False) -> Tensor:
+        """``(batch, time, input_size)`` -> ``(batch, time, num_directions * hidden_size)``.
+
+        In training with ``weight_drop``, the pass runs with dropped-out hidden-to-hidden weights put
+        in the modules' place (``functional_call``), so every kernel reads them as the module's own
+        and the gradient flows back to the real weights; ``weights_dropped`` marks that inner call.
+        """
+        if self.training and self.weight_drop > 0 and not weights_dropped:
+            dropped = {
+                f"directions.{i}.weight_hh_l0": F.dropout(direction.weight_hh_l0, self.weight_drop)
+                for i, direction in enumerate(self.directions)
+            }
+            return torch.func.functional_call(self, dropped, (inputs, lengths), {"weights_dropped": True})
         if len(self.directions) == 1:
             return run_recurrent(self.directions[0], inputs, self.kernel)
         reversed_inputs = reverse_padded(inputs, lengths)
@@ -49,7 +68,8 @@ class RecurrentLayer(nn.Module):
 
 
 class RecurrentEncoder(nn.Module):
-    """A stack of :class:`RecurrentLayer` with dropout between layers (not after the last one).
+    """A stack of :class:`RecurrentLayer` with dropout between layers (not after the last one) and,
+    with ``weight_drop``, DropConnect on each layer's hidden-to-hidden weights in training.
 
     Output ``[..., :hidden_size]`` is the forward direction and ``[..., hidden_size:]`` the reverse
     one, already back in reading order: its summary of the whole text sits at position 0.
@@ -64,6 +84,7 @@ class RecurrentEncoder(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        weight_drop: float = 0.0,
         kernel: str = "auto",
     ) -> None:
         super().__init__()
@@ -77,6 +98,7 @@ class RecurrentEncoder(nn.Module):
                 hidden_size,
                 bidirectional,
                 kernel,
+                weight_drop,
             )
             for i in range(num_layers)
         )
