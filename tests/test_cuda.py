@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 from test_models_classifier import assert_padding_never_changes_logits, padded_batch, small
+from test_models_encoders import assert_weight_drop_is_dropconnect
 from test_trainer import LEARNS_THE_TOPICS, train_tiny_run
 
 from rnnkit import load
@@ -51,6 +52,11 @@ def test_a_model_gives_the_same_logits_and_gradients_on_the_gpu_as_on_the_cpu(cl
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.cell)
 def test_padding_never_changes_logits_on_the_gpu(cls, pooling):
     assert_padding_never_changes_logits(small(cls, bidirectional=True, pooling=pooling).cuda(), seed=3)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_drop_is_dropconnect_on_the_gpu_too(cell):
+    assert_weight_drop_is_dropconnect(cell, "auto", "cuda")  # cuDNN reads the dropped weights
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "float16"])

@@ -66,11 +66,18 @@ def test_bidirectional_multilayer_encoder_matches_torch_on_packed_sequences(cell
 @pytest.mark.parametrize("kernel", ["auto", "native"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_weight_drop_runs_training_passes_with_a_dropconnect_mask_on_the_hidden_weights(cell, kernel):
+    assert_weight_drop_is_dropconnect(cell, kernel, "cpu")
+
+
+def assert_weight_drop_is_dropconnect(cell: str, kernel: str, device: str) -> None:
+    """A training pass equals an encoder holding the masked weights; dropped connections get no
+    gradient; evaluation uses every connection. (Also run on the GPU by test_cuda.)"""
     torch.manual_seed(0)
     encoder = RecurrentEncoder(cell, 4, 6, num_layers=2, bidirectional=True, weight_drop=0.5, kernel=kernel)
     plain = RecurrentEncoder(cell, 4, 6, num_layers=2, bidirectional=True, kernel=kernel)
     plain.load_state_dict(encoder.state_dict())
-    inputs, lengths = torch.randn(3, 5, 4), torch.tensor([5, 2, 1])
+    encoder, plain = encoder.to(device), plain.to(device)
+    inputs, lengths = torch.randn(3, 5, 4, device=device), torch.tensor([5, 2, 1], device=device)
     hidden_weights = [d.weight_hh_l0 for layer in encoder.layers for d in layer.directions]
 
     torch.manual_seed(1)
@@ -90,7 +97,7 @@ def test_weight_drop_runs_training_passes_with_a_dropconnect_mask_on_the_hidden_
 
     encoder.eval()  # evaluation uses every connection, unscaled
     plain.load_state_dict(encoder.state_dict())
-    torch.testing.assert_close(encoder(inputs, lengths), plain.eval()(inputs, lengths), atol=0, rtol=0)
+    torch.testing.assert_close(encoder(inputs, lengths), plain.eval()(inputs, lengths), atol=ATOL, rtol=0)
 
 
 def test_encoder_output_size_counts_both_directions():
