@@ -44,13 +44,24 @@ def test_auto_kernel_trains_with_the_path_measured_fastest_on_cpu(monkeypatch, c
 
 
 @pytest.mark.parametrize(
-    ("cell", "expected"), [("lstm", "native"), ("gru", "cpp_loop"), ("rnn_tanh", "cpp_loop")]
+    ("cell", "directions", "expected"),
+    [
+        ("lstm", 1, "cpp_loop"),  # the loop's bfloat16 step product beats oneDNN for one direction
+        ("lstm", 2, "native"),  # but not for two side by side
+        ("gru", 1, "cpp_loop"),
+        ("gru", 2, "cpp_loop"),
+        ("rnn_tanh", 2, "cpp_loop"),
+    ],
 )
-def test_bfloat16_autocast_trains_with_the_same_paths(monkeypatch, cell, expected):
+def test_bfloat16_autocast_trains_with_the_path_measured_fastest(monkeypatch, cell, directions, expected):
     monkeypatch.setattr(EXTENSION, lambda: object())
     torch.set_flush_denormal(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3), directions) == expected
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():  # inference: oneDNN's LSTM
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3), directions) == (
+            "native" if cell == "lstm" else "cpp_loop"
+        )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +115,7 @@ def test_without_a_compiler_auto_trains_with_the_python_loop_where_it_wins(
 
 def test_auto_kernel_runs_what_it_chooses(monkeypatch):
     called = []
-    monkeypatch.setattr("rnnkit.models.kernels.dispatch.choose_kernel", lambda m, x: "python_loop")
+    monkeypatch.setattr("rnnkit.models.kernels.dispatch.choose_kernel", lambda m, x, n: "python_loop")
     monkeypatch.setattr("rnnkit.models.kernels.python_loop.run", lambda m, x: called.append(x) or x)
     run_recurrent(CELLS["rnn_tanh"](3, 4), torch.randn(2, 5, 3), kernel="auto")
     assert len(called) == 1

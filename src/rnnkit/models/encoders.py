@@ -45,7 +45,7 @@ class RecurrentLayer(nn.Module):
         """Build the compiled CPU loop before training if ``kernel="auto"`` will train with it."""
         if self.kernel == "auto":
             for direction in self.directions:
-                prepare(direction)
+                prepare(direction, len(self.directions))
 
     def forward(self, inputs: Tensor, lengths: Tensor, *, weights_dropped: bool = False) -> Tensor:
         """``(batch, time, input_size)`` -> ``(batch, time, num_directions * hidden_size)``.

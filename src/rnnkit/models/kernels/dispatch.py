@@ -30,16 +30,17 @@ KERNELS = ("auto", "native")
 """The values of ``model.kernel``: ``auto`` runs what :func:`choose_kernel` picks."""
 
 
-def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto") -> Tensor:
+def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto", directions: int = 1) -> Tensor:
     """Return the hidden state of every time step, shape ``(batch, time, hidden)``.
 
     ``module`` is a single-layer, unidirectional ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` built with
     ``batch_first=True``; its parameters are the ones used, whatever the kernel. ``kernel="native"``
-    always calls the module (the reference); ``"auto"`` runs what :func:`choose_kernel` picks.
+    always calls the module (the reference); ``"auto"`` runs what :func:`choose_kernel` picks for a
+    layer of ``directions`` such modules.
     """
     if kernel not in KERNELS:
         raise ConfigError(f"model.kernel={kernel!r} is not a kernel; use one of {', '.join(KERNELS)}")
-    chosen = choose_kernel(module, inputs) if kernel == "auto" else "native"
+    chosen = choose_kernel(module, inputs, directions) if kernel == "auto" else "native"
     if chosen == "cpp_loop":
         return cpp_loop.run(module, inputs)
     if chosen == "python_loop":
@@ -54,15 +55,17 @@ def run_directions(
     """``[run_recurrent(m, x, kernel) for m, x in zip(modules, inputs)]``, with the two directions
     of a bidirectional layer in one compiled call where both train on the C++ loop: their time
     loops then run side by side on the threads, not one after the other."""
-    if kernel == "auto" and len(modules) > 1:
-        chosen = {choose_kernel(m, x) for m, x in zip(modules, inputs, strict=True)}
+    directions = len(modules)
+    if kernel == "auto" and directions > 1:
+        chosen = {choose_kernel(m, x, directions) for m, x in zip(modules, inputs, strict=True)}
         if chosen == {"cpp_loop"} and len({x.shape for x in inputs}) == 1:
             return cpp_loop.run_directions(modules, inputs)
-    return [run_recurrent(m, x, kernel) for m, x in zip(modules, inputs, strict=True)]
+    return [run_recurrent(m, x, kernel, directions) for m, x in zip(modules, inputs, strict=True)]
 
 
-def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
-    """``"cpp_loop"``, ``"python_loop"`` or ``"native"``: the fastest path, as measured on CPU.
+def choose_kernel(module: nn.RNNBase, inputs: Tensor, directions: int = 1) -> str:
+    """``"cpp_loop"``, ``"python_loop"`` or ``"native"``: the fastest path, as measured on CPU, for
+    ``module`` as one of the ``directions`` modules of a layer.
 
     Measured on 20 Newsgroups-sized batches (batch 64, 280 steps, one layer of 128 units over
     100-dim inputs, forward and backward, rnnkit's runtime settings) on a 2-core AMD EPYC (Zen 5):
@@ -73,39 +76,47 @@ def choose_kernel(module: nn.RNNBase, inputs: Tensor) -> str:
       (at batch 256: GRU 25 ms against the module's 62 under bfloat16, 73 against 97 in float32;
       SimpleRNN 12 against 23, and 28 against 38); without a compiler, the module;
     * training ``nn.LSTM``: the module (oneDNN's fused LSTM: 42 ms against the C++ loop's 80 ms
-      in float32, 25 against 33 under bfloat16 autocast) while denormal floats are flushed
-      (``train.flush_denormal``, the default); when they are not, its backward can slow down ~10x
-      on long documents, so a loop is used then;
+      in float32) while denormal floats are flushed (``train.flush_denormal``, the default); when
+      they are not, its backward can slow down ~10x on long documents, so a loop is used then.
+      Under bfloat16 autocast the loop's own step product wins for one direction (a whole training
+      step: 526k-553k tokens/s against 431k-472k in three alternating pairs, 254 steps) and loses
+      for two side by side (250k-255k against 262k-280k), so a unidirectional layer trains on it;
     * training ``nn.GRU`` and ``nn.RNN``: the C++ loop (GRU 61 ms against the module's 100 in
       float32, 28 against 76 under bfloat16; RNN 22 against 36, and 16 against 30); without a
       compiler, the Python loop for ``nn.RNN`` in full precision, else the module;
     * CUDA, and while tracing (``rnnkit export``): the module.
     """
     training = cpp_loop.needs_backward([inputs], module.parameters())
-    if inputs.device.type != "cpu" or _trains_on_onednn(module) or torch.jit.is_tracing():
+    mixed_precision = torch.is_autocast_enabled("cpu")
+    if inputs.device.type != "cpu" or torch.jit.is_tracing():
         return "native"  # a trace (ONNX, TorchScript export) records the module, never the loop
-    if isinstance(module, nn.LSTM) and not training:
+    bfloat16 = cpp_loop.compute_dtype() == torch.bfloat16
+    if isinstance(module, nn.LSTM) and (not training or _trains_on_onednn(module, directions, bfloat16)):
         return "native"
     if cpp_loop.supports(module, inputs) and cpp_loop.extension() is not None:
         return "cpp_loop"
     if not training:
         return "native"
-    mixed_precision = torch.is_autocast_enabled("cpu")  # the Python loop is float32/float64 only
-    if not mixed_precision and python_loop.supports(module, inputs):
+    if not mixed_precision and python_loop.supports(module, inputs):  # float32/float64 only
         return "python_loop"
     return "native"
 
 
-def prepare(module: nn.RNNBase) -> None:
-    """Build the C++ loop now if training or running ``module`` may use it (see :func:`choose_kernel`).
+def prepare(module: nn.RNNBase, directions: int = 1) -> None:
+    """Build the C++ loop now if training or running ``module`` (one of a layer's ``directions``)
+    may use it (see :func:`choose_kernel`; a one-direction LSTM does under bfloat16 autocast).
 
     The build takes ~20 s once per machine; called before training or when a run is opened for
     prediction, it is a log line of its own instead of a stall inside the first step or request.
     """
-    if module.weight_hh_l0.device.type == "cpu" and not _trains_on_onednn(module):
+    may_train_in_bfloat16 = True  # train.amp is on by default, and the build is once per machine
+    if module.weight_hh_l0.device.type == "cpu" and not _trains_on_onednn(
+        module, directions, may_train_in_bfloat16
+    ):
         cpp_loop.extension()
 
 
-def _trains_on_onednn(module: nn.RNNBase) -> bool:
-    """oneDNN's fused LSTM beats every loop on CPU while denormals are flushed (see choose_kernel)."""
-    return isinstance(module, nn.LSTM) and denormals_flushed()
+def _trains_on_onednn(module: nn.RNNBase, directions: int, bfloat16: bool) -> bool:
+    """oneDNN's fused LSTM beats the loops on CPU while denormals are flushed, except for a single
+    direction with bfloat16 products (see choose_kernel)."""
+    return isinstance(module, nn.LSTM) and denormals_flushed() and (directions > 1 or not bfloat16)
