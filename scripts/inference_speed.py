@@ -10,7 +10,10 @@ for these variants of the same weights:
 * ``float32``: what ``rnnkit predict`` runs (no mixed precision);
 * ``float, amp``: what ``rnnkit evaluate`` runs when ``train.amp`` is on and the CPU computes
   bfloat16 natively (the same as float32 elsewhere);
-* ``int8``: ``--quantize`` (:mod:`rnnkit.models.quantize`).
+* ``int8``: ``--quantize`` (:mod:`rnnkit.models.quantize`): GRU and SimpleRNN layers on the compiled
+  loop with int8 step products where the CPU has AVX512-VNNI;
+* ``int8, torch modules``: the same weights through ``torch.ao.quantization.quantize_dynamic``'s
+  int8 GRU/LSTM modules, what ``--quantize`` ran before the int8 loop.
 
 The variants take turns, ``--repeats`` times, and the best pass of each is reported (other
 processes on the machine slow single passes down, never speed them up). Accuracy (multi-label:
@@ -22,6 +25,7 @@ micro-F1) is on the whole split. Runs under the run's own runtime settings (thre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -29,6 +33,7 @@ import torch
 
 from rnnkit.data import EncodedDataset
 from rnnkit.inference import Predictions, predict_dataset
+from rnnkit.models.quantize import quantize_dynamic_int8
 from rnnkit.runs import TrainedRun, open_run
 from rnnkit.runtime import amp_dtype, configure_runtime
 from rnnkit.tasks import MULTILABEL
@@ -50,6 +55,7 @@ def main() -> None:
     for layer in modules.model.modules():
         if hasattr(layer, "kernel"):  # rnnkit's RecurrentLayer: "auto" or "native"
             layer.kernel = "native"
+    int8_modules = dataclasses.replace(modules, model=quantize_dynamic_int8(modules.model), quantized=True)
     train_cfg = exact.config.train
     with configure_runtime(train_cfg):
         dataset = exact.load_split(args.split)
@@ -61,6 +67,7 @@ def main() -> None:
         if amp:
             variants[f"float, amp ({amp_dtype(cpu)})"] = (exact, True)
         variants["int8 (--quantize)"] = (int8, False)
+        variants["int8, torch modules"] = (int8_modules, False)
         batch, threads = train_cfg.eval_batch_size, torch.get_num_threads()
         singles = [dataset.subset([i]) for i in range(min(args.latency_docs, len(dataset)))]
         seconds: dict[str, list[float]] = {name: [] for name in variants}

@@ -281,3 +281,76 @@ def test_layers_side_by_side_must_match():
         cpp_loop.run_directions(
             [nn.GRU(3, 4, batch_first=True), nn.GRU(3, 5, batch_first=True)], [torch.randn(2, 3, 3)] * 2
         )
+
+
+# ---------------------------------------------------------------- int8 inference (rnnkit predict --quantize)
+INT8_ABSOLUTE = 0.03  # states in [-1, 1]: 8-bit states and int8 weights, over 40 steps
+INT8_CELLS = ("gru", "rnn_tanh")
+
+
+def _int8_module(cell: str, features: int, hidden: int) -> nn.RNNBase:
+    module = CELLS[cell](features, hidden)
+    if not cpp_loop.supports_int8(module):
+        pytest.skip("int8 step products need a CPU with AVX512-VNNI")
+    return module
+
+
+def test_int8_columns_keep_each_weight_within_half_a_step_of_its_columns_scale():
+    torch.manual_seed(8)
+    matrix = torch.randn(16, 12)
+    quantized, scale = cpp_loop.int8_columns(matrix)
+    assert quantized.dtype == torch.int8 and quantized.abs().amax(dim=0).eq(127).all()
+    assert ((quantized.float() * scale - matrix).abs() <= scale / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize("cell", INT8_CELLS)
+def test_int8_step_products_stay_within_8_bit_error_of_the_float_layer(cell):
+    torch.manual_seed(9)
+    module = _int8_module(cell, 10, 16)
+    inputs = torch.randn(8, 40, 10)
+    with torch.inference_mode():
+        expected = module(inputs)[0]
+        got = cpp_loop.run(module, inputs, torch.int8)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert (got - expected).abs().max() <= INT8_ABSOLUTE
+    assert not torch.equal(got, cpp_loop.run(module, inputs, torch.float32).detach())  # it did quantise
+
+
+@pytest.mark.parametrize("cell", INT8_CELLS)
+def test_int8_inference_is_exact_about_padding_and_directions_side_by_side(cell):
+    torch.manual_seed(10)
+    forward, backward = _int8_module(cell, 3, 8), _int8_module(cell, 3, 8)
+    short = torch.randn(20, 4, 3)
+    padded = torch.cat([short, torch.randn(20, 6, 3)], dim=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            cpp_loop.run(forward, padded, torch.int8)[:, :4],
+            cpp_loop.run(forward, short, torch.int8),
+            atol=0,
+            rtol=0,
+        )
+        together = cpp_loop.run_directions([forward, backward], [padded, padded.flip(1)], torch.int8)
+        alone = [cpp_loop.run(m, x, torch.int8) for m, x in [(forward, padded), (backward, padded.flip(1))]]
+    for got, expected in zip(together, alone, strict=True):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)  # integer sums: no rounding to differ
+
+
+@pytest.mark.parametrize(
+    ("module", "why"),
+    [
+        (nn.LSTM(3, 8, batch_first=True), "LSTMs get torch's int8 LSTM"),
+        (nn.RNN(3, 8, batch_first=True, nonlinearity="relu"), "relu states are not in [-1, 1]"),
+        (nn.GRU(3, 6, batch_first=True), "hidden size not divisible by 4"),
+    ],
+    ids=["lstm", "relu", "width"],
+)
+def test_int8_products_refuse_layers_whose_states_they_cannot_hold(module, why):
+    assert not cpp_loop.supports_int8(module), why
+    with pytest.raises(ValueError, match="int8 step products are for inference"), torch.inference_mode():
+        cpp_loop.run(module, torch.randn(2, 3, 3), torch.int8)
+
+
+def test_int8_products_refuse_training():
+    module = _int8_module("gru", 3, 8)
+    with pytest.raises(ValueError, match="int8 step products are for inference"):
+        cpp_loop.run(module, torch.randn(2, 3, 3), torch.int8)

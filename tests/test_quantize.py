@@ -14,6 +14,8 @@ from torch import nn
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.errors import ConfigError
+from rnnkit.models.encoders import RecurrentLayer
+from rnnkit.models.kernels import INT8, cpp_loop
 from rnnkit.models.quantize import quantize_dynamic_int8
 from rnnkit.runs import open_run
 
@@ -31,12 +33,17 @@ def private_cache(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RNNKIT_CACHE", str(run_dir.parent / "cache"))
 
 
-def test_the_recurrent_and_linear_layers_get_int8_weights_and_the_float_model_is_untouched(run_dir):
+def test_the_recurrent_and_linear_layers_go_int8_and_the_float_model_is_untouched(run_dir):
     float_run, int8_run = open_run(run_dir), open_run(run_dir, quantize=True)
     int8_types = {type(m) for m in int8_run.model.modules()}
     int8 = torch.ao.nn.quantized.dynamic
-    assert int8.GRU in int8_types and int8.Linear in int8_types
-    assert nn.GRU not in int8_types and nn.Linear not in int8_types
+    assert int8.Linear in int8_types and nn.Linear not in int8_types
+    layers = [m for m in int8_run.model.modules() if isinstance(m, RecurrentLayer)]
+    gru = next(m for m in float_run.model.modules() if isinstance(m, nn.GRU))
+    if cpp_loop.supports_int8(gru):  # the GRU runs the compiled loop with int8 step products
+        assert {layer.kernel for layer in layers} == {INT8}
+    else:  # torch's int8 GRU
+        assert int8.GRU in int8_types and nn.GRU not in int8_types
     assert int8_run.quantized and not float_run.quantized
     assert any(isinstance(m, nn.GRU) for m in float_run.model.modules())
     model = open_run(run_dir).model

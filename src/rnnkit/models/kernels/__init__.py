@@ -6,6 +6,13 @@
 * :mod:`~rnnkit.models.kernels.python_loop`: the same loop in Python, where no compiler exists.
 """
 
-from rnnkit.models.kernels.dispatch import KERNELS, choose_kernel, prepare, run_directions, run_recurrent
+from rnnkit.models.kernels.dispatch import (
+    INT8,
+    KERNELS,
+    choose_kernel,
+    prepare,
+    run_directions,
+    run_recurrent,
+)
 
-__all__ = ["KERNELS", "choose_kernel", "prepare", "run_directions", "run_recurrent"]
+__all__ = ["INT8", "KERNELS", "choose_kernel", "prepare", "run_directions", "run_recurrent"]

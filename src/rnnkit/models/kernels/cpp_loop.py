@@ -10,6 +10,9 @@ bfloat16: their operands (inputs, hidden states, gate gradients) are rounded to 
 in float32, while the gates, the cell state, the weights and every returned gradient stay float32.
 On CPUs with native bfloat16 (AVX512-BF16, AMX) those products are 2-7x faster than in float32.
 
+Int8 inference (``dtype=torch.int8``, what ``--quantize`` runs for GRU and tanh layers, see
+:func:`supports_int8`): the step products take int8 weights and 8-bit states on AVX512-VNNI.
+
 The extension is compiled with the machine's C++ compiler through
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``), once per source version and torch install. Without a compiler,
@@ -35,7 +38,7 @@ from torch import Tensor, nn
 
 from rnnkit.io import atomic_write_bytes
 from rnnkit.models.sequence import batch_major, time_major
-from rnnkit.runtime import cpu_flags
+from rnnkit.runtime import cpu_flags, cpu_has_native_bfloat16
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +178,8 @@ def compute_dtype() -> torch.dtype:
 def run(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Hidden states ``(batch, time, hidden)`` of ``module`` over ``inputs``, float32.
 
-    ``dtype`` is the matrix-product dtype (default: :func:`compute_dtype`). Raises if the extension
-    cannot be built or the module is not supported.
+    ``dtype`` is the matrix-product dtype (default: :func:`compute_dtype`; ``torch.int8``: int8 step
+    products, inference only). Raises if the extension cannot be built or the module is not supported.
     """
     return run_directions([module], [inputs], dtype)[0]
 
@@ -205,10 +208,28 @@ def run_directions(
         biases = (module.bias_ih_l0, module.bias_hh_l0) if module.bias else (None, None)
         parameters += [module.weight_ih_l0, module.weight_hh_l0, *biases]
     with torch.autocast("cpu", enabled=False):
+        if dtype == torch.int8:
+            if needs_backward(inputs, parameters) or not supports_int8(first):
+                raise ValueError(
+                    "int8 step products are for inference of GRU and tanh layers on AVX512-VNNI CPUs"
+                )
+            return [batch_major(h[1:]) for h in _forward_int8(kind, inputs, parameters)]
         if not needs_backward(inputs, parameters):  # inference: keep no gates for a backward pass
             return [batch_major(h[1:]) for h in _forward(kind, dtype, inputs, parameters, keep=False).states]
         outputs = _Recurrence.apply(kind, dtype, len(modules), *inputs, *parameters)
     return list(outputs)
+
+
+def supports_int8(module: nn.RNNBase) -> bool:
+    """Whether :func:`run` can run ``module`` with int8 step products (``dtype=torch.int8``): a GRU or
+    tanh layer (states in [-1, 1]) whose width the int8 kernel takes, on a CPU with AVX512-VNNI."""
+    ext = extension()
+    return (
+        ext is not None
+        and ext.has_int8_products()
+        and _kind(module) in ("gru", "rnn_tanh")
+        and module.hidden_size % 4 == 0
+    )
 
 
 def needs_backward(inputs: Iterable[Tensor], parameters: Iterable[Tensor | None]) -> bool:
@@ -295,6 +316,40 @@ def _forward(
         results = ext.rnn_forward(projections, biases, w_hh_t, kind == "rnn_relu")  # h, h_low
         states = [h for h, _ in results]
     return _Forward(states, x_tm, results, w_ih_low, w_hh_low)
+
+
+def int8_columns(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """``matrix`` (K, N) as int8 and one float scale per column: ``matrix ~ int8 * scale``."""
+    scale = matrix.abs().amax(dim=0).clamp(min=1e-12) / 127
+    return torch.round(matrix / scale).clamp(-127, 127).to(
+        torch.int8
+    ).contiguous(), scale.float().contiguous()
+
+
+def _forward_int8(kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None]) -> list[Tensor]:
+    """Int8 inference: the states (T + 1, B, H) float per layer. The recurrent weights are int8 per
+    column and the states rounded to 8 bits in the step products; the input projection of all steps
+    runs in bfloat16 where the CPU has it natively (faster there than int8), else in float32."""
+    dtype = torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
+    layers = [parameters[4 * i : 4 * i + 4] for i in range(len(inputs))]
+    projections = [
+        torch.matmul(_time_major_as(x, dtype), w_ih.detach().to(dtype).t())
+        for x, (w_ih, _, _, _) in zip(inputs, layers, strict=True)
+    ]
+    weights = [int8_columns(w_hh.detach().float().t()) for _, w_hh, _, _ in layers]
+    ext = extension()
+    hidden = layers[0][1].size(1)
+    if kind == "gru":
+        pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+        return ext.gru_forward_int8(
+            projections,
+            [b for b, _ in pairs],
+            [n for _, n in pairs],
+            [w for w, _ in weights],
+            [s for _, s in weights],
+        )
+    biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+    return ext.rnn_forward_int8(projections, biases, [w for w, _ in weights], [s for _, s in weights])
 
 
 class _Recurrence(torch.autograd.Function):

@@ -29,6 +29,9 @@ from rnnkit.runtime import denormals_flushed
 KERNELS = ("auto", "native")
 """The values of ``model.kernel``: ``auto`` runs what :func:`choose_kernel` picks."""
 
+INT8 = "int8"
+"""The kernel of layers that :mod:`rnnkit.models.quantize` moved to the C++ loop's int8 step products."""
+
 
 def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto", directions: int = 1) -> Tensor:
     """Return the hidden state of every time step, shape ``(batch, time, hidden)``.
@@ -38,6 +41,8 @@ def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto", dire
     always calls the module (the reference); ``"auto"`` runs what :func:`choose_kernel` picks for a
     layer of ``directions`` such modules.
     """
+    if kernel == INT8:
+        return cpp_loop.run(module, inputs, torch.int8)
     if kernel not in KERNELS:
         raise ConfigError(f"model.kernel={kernel!r} is not a kernel; use one of {', '.join(KERNELS)}")
     chosen = choose_kernel(module, inputs, directions) if kernel == "auto" else "native"
@@ -56,6 +61,8 @@ def run_directions(
     of a bidirectional layer in one compiled call where both train on the C++ loop: their time
     loops then run side by side on the threads, not one after the other."""
     directions = len(modules)
+    if kernel == INT8:
+        return cpp_loop.run_directions(modules, inputs, torch.int8)
     if kernel == "auto" and directions > 1:
         chosen = {choose_kernel(m, x, directions) for m, x in zip(modules, inputs, strict=True)}
         if chosen == {"cpp_loop"} and len({x.shape for x in inputs}) == 1:

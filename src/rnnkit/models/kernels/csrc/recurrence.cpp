@@ -28,7 +28,7 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) || defined(__AVX512VNNI__)
 #include <immintrin.h>
 #endif
 
@@ -85,6 +85,11 @@ inline float to_float(float x) { return x; }
 inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
 template <typename Low>
 inline Low from_float(float x) { return static_cast<Low>(x); }
+// int8 inference (q8 below): a state in [-1, 1] as the unsigned byte round(127 x) + 128.
+template <>
+inline uint8_t from_float<uint8_t>(float x) {
+  return static_cast<uint8_t>(static_cast<int>(std::min(std::max(x, -1.0f), 1.0f) * 127.0f + 128.5f));
+}
 
 // The loops read raw pointers: every tensor must be contiguous, of the expected dtype and shape.
 void check(const at::Tensor& tensor, at::ScalarType dtype, const char* name) {
@@ -97,6 +102,31 @@ void check(const at::Tensor& tensor, at::ScalarType dtype, at::IntArrayRef shape
   check(tensor, dtype, name);
   TORCH_CHECK(tensor.sizes() == shape, name, " must have shape ", shape, ", got ", tensor.sizes());
 }
+
+#if defined(__AVX512BF16__) || defined(__AVX512VNNI__)
+// Calls tile(rows, row, col, masks) for the blocks of an (M, N) output that the step-product kernels
+// compute at once: up to 4 rows (`rows`, a std::integral_constant) x 64 columns, where masks[v]
+// selects the valid lanes of column block v (16 columns each).
+template <typename Tile>
+inline void over_tiles(int64_t M, int64_t N, Tile&& tile) {
+  for (int64_t col = 0; col < N; col += 64) {
+    __mmask16 masks[4];
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int64_t valid = std::clamp<int64_t>(N - col - 16 * v, 0, 16);
+      masks[v] = static_cast<__mmask16>((1u << valid) - 1u);
+    }
+    int64_t row = 0;
+    for (; row + 4 <= M; row += 4) tile(std::integral_constant<int, 4>{}, row, col, masks);
+    switch (M - row) {
+      case 3: tile(std::integral_constant<int, 3>{}, row, col, masks); break;
+      case 2: tile(std::integral_constant<int, 2>{}, row, col, masks); break;
+      case 1: tile(std::integral_constant<int, 1>{}, row, col, masks); break;
+      default: break;
+    }
+  }
+}
+#endif
 
 #if defined(__AVX512BF16__)
 // The step product in bfloat16 without at::mm: out (M, N) float = lhs (M, K) @ rhs (K, N), with rhs
@@ -166,47 +196,131 @@ inline void tile(const uint16_t* lhs, int64_t K, const Pair* packed, int64_t N, 
 // out (M, N) float = lhs (M, K) @ the packed rhs; lhs rows are contiguous (row stride K).
 inline void product(const at::BFloat16* lhs_, int64_t M, int64_t K, const Pair* packed, int64_t N, float* out) {
   const uint16_t* lhs = bits(lhs_);
-  for (int64_t col = 0; col < N; col += 64) {
-    __mmask16 masks[4];
-    #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
-      const int64_t valid = std::clamp<int64_t>(N - col - 16 * v, 0, 16);
-      masks[v] = static_cast<__mmask16>((1u << valid) - 1u);
-    }
-    int64_t row = 0;
-    for (; row + 4 <= M; row += 4) tile<4>(lhs + row * K, K, packed, N, out + row * N, col, masks);
-    switch (M - row) {
-      case 3: tile<3>(lhs + row * K, K, packed, N, out + row * N, col, masks); break;
-      case 2: tile<2>(lhs + row * K, K, packed, N, out + row * N, col, masks); break;
-      case 1: tile<1>(lhs + row * K, K, packed, N, out + row * N, col, masks); break;
-      default: break;
-    }
-  }
+  over_tiles(M, N, [&](auto rows, int64_t row, int64_t col, const __mmask16* masks) {
+    tile<decltype(rows)::value>(lhs + row * K, K, packed, N, out + row * N, col, masks);
+  });
 }
 
 }  // namespace bf16
 #endif
 
+#if defined(__AVX512VNNI__)
+// The step product of int8 inference: out (M, N) float = dequantised lhs (M, K) @ rhs (K, N). lhs
+// holds states in [-1, 1] (GRU and tanh cells) as bytes u = round(127 h) + 128; rhs is int8 with
+// one scale per column, packed once per call into quads of rows (K / 4, N, 4), the layout of the
+// AVX512-VNNI dot product (four u8 x s8 products summed into an int32 per lane, twice bfloat16's
+// per instruction). out[m, n] = scale[n] * (sum_k u[m, k] w[k, n] - offset[n]), where offset[n] =
+// 128 sum_k w[k, n] takes the 128 back out and scale[n] = (column scale) / 127. Integer sums are exact.
+namespace q8 {
+
+using Quad = uint32_t;  // four int8 values of rows k .. k + 3 of rhs (or four uint8 of lhs)
+
+// rhs (K, N) int8 row-major, K % 4 == 0 -> (K / 4, N) quads.
+at::Tensor pack(const at::Tensor& rhs) {
+  const int64_t K = rhs.size(0), N = rhs.size(1), quads = K / 4;
+  auto packed = at::empty({quads, N}, rhs.options().dtype(at::kInt));
+  const uint8_t* in = reinterpret_cast<const uint8_t*>(rhs.data_ptr<int8_t>());
+  Quad* out = reinterpret_cast<Quad*>(packed.data_ptr<int32_t>());
+  for (int64_t q = 0; q < quads; ++q)
+    for (int64_t n = 0; n < N; ++n) {
+      Quad quad = 0;
+      for (int64_t i = 0; i < 4; ++i) quad |= static_cast<Quad>(in[(4 * q + i) * N + n]) << (8 * i);
+      out[q * N + n] = quad;
+    }
+  return packed;
+}
+
+// Rows [0, MR) x columns [col, col + 64) of out, as bf16::tile (unrolled for the same reason).
+template <int MR>
+inline void tile(const uint8_t* lhs, int64_t K, const Quad* packed, int64_t N, const float* scale,
+                 const int32_t* offset, float* out, int64_t col, const __mmask16* masks) {
+  __m512i acc[MR][4];
+  #pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_setzero_si512();
+  for (int64_t q = 0; q < K / 4; ++q) {
+    __m512i b[4];
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) b[v] = _mm512_maskz_loadu_epi32(masks[v], packed + q * N + col + 16 * v);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      Quad a_quad;
+      std::memcpy(&a_quad, lhs + i * K + 4 * q, sizeof(Quad));
+      const __m512i a = _mm512_set1_epi32(static_cast<int>(a_quad));
+      #pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], a, b[v]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int v = 0; v < 4; ++v) {
+    const __m512 s = _mm512_maskz_loadu_ps(masks[v], scale + col + 16 * v);
+    const __m512i o = _mm512_maskz_loadu_epi32(masks[v], offset + col + 16 * v);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][v], o));
+      _mm512_mask_storeu_ps(out + i * N + col + 16 * v, masks[v], _mm512_mul_ps(sum, s));
+    }
+  }
+}
+
+inline void product(const uint8_t* lhs, int64_t M, int64_t K, const Quad* packed, int64_t N, const float* scale,
+                    const int32_t* offset, float* out) {
+  over_tiles(M, N, [&](auto rows, int64_t row, int64_t col, const __mmask16* masks) {
+    tile<decltype(rows)::value>(lhs + row * K, K, packed, N, scale, offset, out + row * N, col, masks);
+  });
+}
+
+}  // namespace q8
+#endif
+
+// Whether this build has the int8 step product (the CPU and compiler have AVX512-VNNI).
+bool has_int8_products() {
+#if defined(__AVX512VNNI__)
+  return true;
+#else
+  return false;
+#endif
+}
+
 // One step's recurrent product for rows [first, last): lhs[first:last] @ rhs, with lhs and rhs in
 // `Low` and the result in float32. `rhs` is (K, N). The struct owns a reference to `rhs` (a tensor
 // handle, not a C++ reference), so it can never outlive its operand. Called inside a parallel
 // region, the product runs on this thread alone.
+//
+// Low = uint8_t is int8 inference (q8): `rhs` is int8 and `scale` (N) float its columns' scales.
 template <typename Low>
 struct StepProduct {
   at::Tensor rhs;
   at::Tensor out;     // (rows, N) float
-  at::Tensor packed;  // rhs in bf16::pack's layout, where that kernel is compiled in
+  at::Tensor packed;  // rhs in bf16::pack's or q8::pack's layout, where that kernel is compiled in
+  at::Tensor scale, offset;  // int8 only: q8::product's scale / 127 and offset per column
   int64_t first, rows;
-  StepProduct(at::Tensor rhs_, int64_t first_, int64_t last)
+  StepProduct(at::Tensor rhs_, int64_t first_, int64_t last, const at::Tensor& column_scale = {})
       : rhs(std::move(rhs_)), out(at::empty({last - first_, rhs.size(1)}, rhs.options().dtype(at::kFloat))),
         first(first_), rows(last - first_) {
 #if defined(__AVX512BF16__)
     if constexpr (std::is_same_v<Low, at::BFloat16>)
       if (rhs.size(0) % 2 == 0) packed = bf16::pack(rhs);
 #endif
+#if defined(__AVX512VNNI__)
+    if constexpr (std::is_same_v<Low, uint8_t>) {
+      packed = q8::pack(rhs);
+      scale = column_scale / 127.0f;
+      offset = (rhs.to(at::kInt).sum(0) * 128).to(at::kInt).contiguous();
+    }
+#endif
   }
   const float* run(const at::Tensor& lhs) {
-    if constexpr (std::is_same_v<Low, float>) {
+    if constexpr (std::is_same_v<Low, uint8_t>) {
+#if defined(__AVX512VNNI__)
+      const int64_t K = rhs.size(0);
+      q8::product(lhs.data_ptr<uint8_t>() + first * K, rows, K,
+                  reinterpret_cast<const q8::Quad*>(packed.data_ptr<int32_t>()), rhs.size(1),
+                  scale.data_ptr<float>(), offset.data_ptr<int32_t>(), out.data_ptr<float>());
+#endif
+      return out.data_ptr<float>();
+    } else if constexpr (std::is_same_v<Low, float>) {
       at::mm_out(out, lhs.narrow(0, first, rows), rhs);
     } else {
 #if defined(__AVX512BF16__)
@@ -390,16 +504,17 @@ void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t 
 // w_hh_t: W_hh^T (H, 3H) in Low (n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). Fills r, z, n
 // (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, and h in Low, for rows
 // [first, last). Without a backward pass to come, gates and hn are one step's scratch (1, B, ...).
+// int8 inference: Low = uint8_t, w_hh_t int8 with its columns' scales in w_scale, proj in `Proj`.
 struct GruForward {
-  at::Tensor proj, bias, b_hn, w_hh_t, gates, h, hn, h_low;
+  at::Tensor proj, bias, b_hn, w_hh_t, gates, h, hn, h_low, w_scale;
 };
 
-template <typename Low>
+template <typename Low, typename Proj = Low>
 void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
   const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2) / 3;
   const int64_t gates_stride = step_stride(io.gates, B);  // hn is kept the same way
-  StepProduct<Low> product(io.w_hh_t, first, last);
-  const Low* P = io.proj.data_ptr<Low>();
+  StepProduct<Low> product(io.w_hh_t, first, last, io.w_scale);
+  const Proj* P = io.proj.data_ptr<Proj>();
   const float* bias_ = io.bias.data_ptr<float>();
   const float* BN = io.b_hn.data_ptr<float>();
   float* G = io.gates.data_ptr<float>();
@@ -410,7 +525,7 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
     const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
-      const Low* p = P + row * 3 * H;
+      const Proj* p = P + row * 3 * H;
       const float* r = rec != nullptr ? rec + (b - first) * 3 * H : nullptr;
       float* g = G + (t * gates_stride + b) * 3 * H;
       const float* h_prev = Hs + row * H;
@@ -499,17 +614,19 @@ void gru_backward_rows(GruBackward& io, int64_t block, int64_t first, int64_t la
 
 // proj: x W_ih^T (T, B, H) in Low; bias: b_ih + b_hh (H) float; w_hh_t: W_hh^T (H, H) in Low.
 // Fills h (T+1, B, H) float and in Low for rows [first, last).
+// int8 inference (tanh only): as GruForward.
 struct RnnForward {
   at::Tensor proj, bias, w_hh_t, h, h_low;
   bool relu;
+  at::Tensor w_scale;
 };
 
-template <typename Low>
+template <typename Low, typename Proj = Low>
 void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
   const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2);
   const bool relu = io.relu;
-  StepProduct<Low> product(io.w_hh_t, first, last);
-  const Low* P = io.proj.data_ptr<Low>();
+  StepProduct<Low> product(io.w_hh_t, first, last, io.w_scale);
+  const Proj* P = io.proj.data_ptr<Proj>();
   const float* bias_ = io.bias.data_ptr<float>();
   float* Hs = io.h.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
@@ -517,7 +634,7 @@ void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
     const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
-      const Low* p = P + row * H;
+      const Proj* p = P + row * H;
       const float* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       float* s = Hs + (row + B) * H;
       Low* s_low = HL + (row + B) * H;
@@ -779,6 +896,69 @@ Lists rnn_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<a
   return out;
 }
 
+// int8 inference of GRU and tanh layers: what gru_forward / rnn_forward compute without keeping
+// gates, with the step products in int8 (q8). w_hh_ts (H, gates * H) int8, w_scales (gates * H)
+// float; proj in float32 or bfloat16. Returns, per direction, h (T + 1, B, H) float.
+int64_t check_int8_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t,
+                           const at::Tensor& w_scale, int64_t gates) {
+  TORCH_CHECK(has_int8_products(), "int8 step products need a CPU with AVX512-VNNI");
+  TORCH_CHECK(proj.dim() == 3 && proj.size(2) % gates == 0, "proj must be (time, batch, ", gates, " * hidden)");
+  const int64_t H = proj.size(2) / gates;
+  TORCH_CHECK(H % 4 == 0, "int8 step products need a hidden size divisible by 4, got ", H);
+  check(proj, product_dtype(proj, "proj"), "proj");
+  check(bias, at::kFloat, {gates * H}, "bias");
+  check(w_hh_t, at::kChar, {H, gates * H}, "the transposed int8 recurrent weight");
+  check(w_scale, at::kFloat, {gates * H}, "the recurrent weight's column scales");
+  return H;
+}
+
+template <typename Io, typename Rows>
+std::vector<at::Tensor> run_int8(std::vector<Io>& io, const at::Tensor& proj, Rows&& rows) {
+  by_product_dtype(proj, [&](auto projected) {
+    Blocks(io.size(), proj.size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+      rows(io[d], first, last, projected);
+    });
+  });
+  std::vector<at::Tensor> out;
+  for (auto& d : io) out.push_back(d.h);
+  return out;
+}
+
+std::vector<at::Tensor> gru_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                         const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts,
+                                         const std::vector<at::Tensor>& w_scales) {
+  const size_t count = check_directions({projs, biases, b_hns, w_hh_ts, w_scales});
+  std::vector<GruForward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], 3);
+    check(b_hns[d], at::kFloat, {H}, "b_hn");
+    const int64_t T = projs[d].size(0), B = projs[d].size(1);
+    auto f32 = projs[d].options().dtype(at::kFloat);
+    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({1, B, 3 * H}, f32), states(T, B, H, f32),
+                  at::empty({1, B, H}, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]});
+  }
+  return run_int8(io, projs[0], [](GruForward& one, int64_t first, int64_t last, auto projected) {
+    gru_forward_rows<uint8_t, decltype(projected)>(one, first, last);
+  });
+}
+
+std::vector<at::Tensor> rnn_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                         const std::vector<at::Tensor>& w_hh_ts,
+                                         const std::vector<at::Tensor>& w_scales) {
+  const size_t count = check_directions({projs, biases, w_hh_ts, w_scales});
+  std::vector<RnnForward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], 1);
+    const int64_t T = projs[d].size(0), B = projs[d].size(1);
+    auto f32 = projs[d].options().dtype(at::kFloat);
+    io.push_back({projs[d], biases[d], w_hh_ts[d], states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)),
+                  false, w_scales[d]});
+  }
+  return run_int8(io, projs[0], [](RnnForward& one, int64_t first, int64_t last, auto projected) {
+    rnn_forward_rows<uint8_t, decltype(projected)>(one, first, last);
+  });
+}
+
 // How many distinct threads run the tasks of a call over `directions` x `batch` rows: what the
 // time loops get. Tests read it; it is 1 where the file was built without OpenMP.
 int64_t task_threads(int64_t directions, int64_t batch) {
@@ -801,5 +981,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward);
   m.def("rnn_forward", &rnn_forward);
   m.def("rnn_backward", &rnn_backward);
+  m.def("gru_forward_int8", &gru_forward_int8);
+  m.def("rnn_forward_int8", &rnn_forward_int8);
+  m.def("has_int8_products", &has_int8_products);
   m.def("task_threads", &task_threads);
 }
