@@ -14,6 +14,10 @@ Adam 1e-3, batch 64) on the same documents, grouped into the same batches:
 * ``rnnkit float32``: the same with ``kernel="auto"`` (rnnkit's fastest exact path for the device);
 * ``rnnkit``: rnnkit's defaults, ``kernel="auto"`` with ``train.amp`` mixed precision where the
   device has it natively (float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX);
+* ``rnnkit, embedding rows`` (``--embedding-rows``): rnnkit with ``train.embedding_update: rows``,
+  the opt-in that updates only the batch's embedding rows (not the same maths as Adam);
+* ``rnnkit, embedding frozen`` (``--frozen-embedding``): no embedding gradient or update at all,
+  the most any row-wise update could save;
 * ``tutorial packed`` (``--packed``): the tutorial with ``pack_padded_sequence``, the other way
   tutorials handle padding;
 * ``keras``: Keras 3 on the torch backend, padded to ``max_length``, ``train_on_batch``
@@ -154,7 +158,7 @@ def load_workload(args: argparse.Namespace) -> Workload:
     else:
         rng = np.random.default_rng(args.seed)
         lengths = np.clip(rng.lognormal(math.log(250), 0.9, TRAIN_DOCS).astype(int), 1, None)
-        vocab_size = 50000
+        vocab_size = args.vocab_size
         docs = [np.minimum(rng.zipf(1.3, n), vocab_size - 1) for n in lengths]
         labels = rng.integers(0, NUM_CLASSES, TRAIN_DOCS)
         source = "synthetic 20 Newsgroups-shaped (lognormal lengths, median 250; Zipf ids)"
@@ -249,11 +253,13 @@ def measure_torch(
     *,
     rnnkit: bool,
     amp: bool,
+    embedding_update: str = "dense",
 ) -> Timing:
     """Train seconds over the timed batches (and GPU utilisation), inference seconds over ``infer_docs``."""
     torch.manual_seed(args.seed)
     if rnnkit:  # the trainer's optimiser: the same Adam update, fused into one kernel
-        optimizer = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3), model)
+        cfg = TrainConfig(optimizer="adam", lr=1e-3, embedding_update=embedding_update)
+        optimizer = build_optimizer(cfg, model)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     autocast = mixed_precision(device, amp)
@@ -429,6 +435,9 @@ def layer_direction(bidirectional: bool) -> str:
     return "bi" if bidirectional else "uni"
 
 
+ROWS_VARIANT = "rnnkit, embedding rows"
+
+
 def _run_rnnkit_variants(
     cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
 ) -> list[Result]:
@@ -441,6 +450,9 @@ def _run_rnnkit_variants(
     ]
     if amp_dtype(device) is not None and not args.no_amp:
         variants.append(("rnnkit", build_rnnkit(cell, bidirectional, work, args, "auto"), True))
+        if args.embedding_rows:
+            rows = build_rnnkit(cell, bidirectional, work, args, "auto")
+            variants.append((ROWS_VARIANT, rows, True))
         if args.frozen_embedding:
             frozen = build_rnnkit(cell, bidirectional, work, args, "auto", freeze_embeddings=True)
             variants.append(("rnnkit, embedding frozen", frozen, True))
@@ -450,7 +462,10 @@ def _run_rnnkit_variants(
     results = []
     for variant, model, mixed in variants:
         rnnkit = variant != "tutorial+runtime"
-        timing = measure_torch(work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed)
+        update = "rows" if variant == ROWS_VARIANT else "dense"
+        timing = measure_torch(
+            work, args, device, model.to(device), rnnkit=rnnkit, amp=mixed, embedding_update=update
+        )
         results.append(make_result(cell, bidirectional, variant, work, timing, args.batches))
         progress(results[-1])
     return results
@@ -565,6 +580,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--eval-batch-size", type=int, default=256, help="rnnkit's inference batch size")
     parser.add_argument("--embedding-dim", type=int, default=100)
+    parser.add_argument(
+        "--vocab-size", type=int, default=50000, help="words of the synthetic data (no --archive)"
+    )
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=400)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -585,6 +603,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure rnnkit with the embedding frozen: no embedding gradient or update, the "
         "most any sparse or row-wise embedding update could save (not the same maths)",
+    )
+    parser.add_argument(
+        "--embedding-rows",
+        action="store_true",
+        help="also measure rnnkit with train.embedding_update=rows (Adam on the batch's embedding rows only)",
     )
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the matrix-product floor (scripts/matmul_floor.py)"

@@ -59,9 +59,11 @@ def test_weight_drop_is_dropconnect_on_the_gpu_too(cell):
     assert_weight_drop_is_dropconnect(cell, "auto", "cuda")  # cuDNN reads the dropped weights
 
 
+@pytest.mark.parametrize("update", ["dense", "rows"], ids=["dense-embedding-update", "row-embedding-update"])
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "float16"])
-def test_a_run_trained_on_the_gpu_opens_and_predicts_on_the_cpu(tmp_path, amp):
-    run = train_tiny_run(tmp_path, **LEARNS_THE_TOPICS, **{"train.device": "cuda", "train.amp": amp})
+def test_a_run_trained_on_the_gpu_opens_and_predicts_on_the_cpu(tmp_path, amp, update):
+    gpu = {"train.device": "cuda", "train.amp": amp, "train.embedding_update": update}
+    run = train_tiny_run(tmp_path, **LEARNS_THE_TOPICS, **gpu)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda")
     assert metrics["test"]["accuracy"] > 0.8  # as on the CPU (test_trainer)

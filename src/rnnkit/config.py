@@ -124,6 +124,7 @@ class TrainConfig:
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     scheduler: str = _choice("none", "none", "cosine", "step", "plateau")
     grad_clip: float = _at_least(1.0, 0.0)
+    embedding_update: str = _choice("dense", "dense", "rows")
     class_weights: str = _choice("none", "none", "balanced")
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
     patience: int = _at_least(3, 0)
