@@ -10,7 +10,7 @@ bfloat16: their operands (inputs, hidden states, gate gradients) are rounded to 
 in float32, while the gates, the cell state, the weights and every returned gradient stay float32.
 On CPUs with native bfloat16 (AVX512-BF16, AMX) those products are 2-7x faster than in float32.
 
-Int8 inference (``dtype=torch.int8``, what ``--quantize`` runs for GRU and tanh layers, see
+Int8 inference (``dtype=torch.int8``, what ``--quantize`` runs for LSTM, GRU and tanh layers, see
 :func:`supports_int8`): the step products take int8 weights and 8-bit states on AVX512-VNNI.
 
 The extension is compiled with the machine's C++ compiler through
@@ -211,7 +211,7 @@ def run_directions(
         if dtype == torch.int8:
             if needs_backward(inputs, parameters) or not supports_int8(first):
                 raise ValueError(
-                    "int8 step products are for inference of GRU and tanh layers on AVX512-VNNI CPUs"
+                    "int8 step products are for inference of LSTM, GRU and tanh layers on AVX512-VNNI CPUs"
                 )
             return [batch_major(h[1:]) for h in _forward_int8(kind, inputs, parameters)]
         if not needs_backward(inputs, parameters):  # inference: keep no gates for a backward pass
@@ -221,13 +221,14 @@ def run_directions(
 
 
 def supports_int8(module: nn.RNNBase) -> bool:
-    """Whether :func:`run` can run ``module`` with int8 step products (``dtype=torch.int8``): a GRU or
-    tanh layer (states in [-1, 1]) whose width the int8 kernel takes, on a CPU with AVX512-VNNI."""
+    """Whether :func:`run` can run ``module`` with int8 step products (``dtype=torch.int8``): an LSTM,
+    GRU or tanh layer (states in [-1, 1], not relu's) whose width the int8 kernel takes, on a CPU
+    with AVX512-VNNI."""
     ext = extension()
     return (
         ext is not None
         and ext.has_int8_products()
-        and _kind(module) in ("gru", "rnn_tanh")
+        and _kind(module) != "rnn_relu"
         and module.hidden_size % 4 == 0
     )
 
@@ -339,6 +340,9 @@ def _forward_int8(kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tens
     weights = [int8_columns(w_hh.detach().float().t()) for _, w_hh, _, _ in layers]
     ext = extension()
     hidden = layers[0][1].size(1)
+    if kind == "lstm":
+        biases = [_summed_bias(b_ih, b_hh, 4 * hidden) for _, _, b_ih, b_hh in layers]
+        return ext.lstm_forward_int8(projections, biases, [w for w, _ in weights], [s for _, s in weights])
     if kind == "gru":
         pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
         return ext.gru_forward_int8(

@@ -206,7 +206,7 @@ inline void product(const at::BFloat16* lhs_, int64_t M, int64_t K, const Pair* 
 
 #if defined(__AVX512VNNI__)
 // The step product of int8 inference: out (M, N) float = dequantised lhs (M, K) @ rhs (K, N). lhs
-// holds states in [-1, 1] (GRU and tanh cells) as bytes u = round(127 h) + 128; rhs is int8 with
+// holds states in [-1, 1] (LSTM, GRU and tanh cells) as bytes u = round(127 h) + 128; rhs is int8 with
 // one scale per column, packed once per call into quads of rows (K / 4, N, 4), the layout of the
 // AVX512-VNNI dot product (four u8 x s8 products summed into an int32 per lane, twice bfloat16's
 // per instruction). out[m, n] = scale[n] * (sum_k u[m, k] w[k, n] - offset[n]), where offset[n] =
@@ -384,20 +384,21 @@ struct Blocks {
 // Fills the activated gates i, f, g, o (T, B, 4H), h (T+1, B, H), c (T+1, B, H), all float, and h in
 // Low (T+1, B, H), for rows [first, last). Without a backward pass to come (inference) the gates are
 // one step's scratch (1, B, 4H), overwritten at every step.
+// int8 inference: Low = uint8_t, w_hh_t int8 with its columns' scales in w_scale, proj in `Proj`.
 struct LstmForward {
-  at::Tensor proj, bias, w_hh_t, gates, h, c, h_low;
+  at::Tensor proj, bias, w_hh_t, gates, h, c, h_low, w_scale;
 };
 
 // Rows between two steps of a kept buffer (T, B, ...): B when it holds every step for the backward
 // pass, 0 when it is one step's scratch (1, B, ...) that every step overwrites.
 inline int64_t step_stride(const at::Tensor& kept, int64_t B) { return kept.size(0) > 1 ? B : 0; }
 
-template <typename Low>
+template <typename Low, typename Proj = Low>
 void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
   const int64_t T = io.proj.size(0), B = io.proj.size(1), H = io.proj.size(2) / 4;
   const int64_t gates_stride = step_stride(io.gates, B);
-  StepProduct<Low> product(io.w_hh_t, first, last);
-  const Low* P = io.proj.data_ptr<Low>();
+  StepProduct<Low> product(io.w_hh_t, first, last, io.w_scale);
+  const Proj* P = io.proj.data_ptr<Proj>();
   const float* bias_ = io.bias.data_ptr<float>();
   float* G = io.gates.data_ptr<float>();
   float* Hs = io.h.data_ptr<float>();
@@ -407,7 +408,7 @@ void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
     const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
-      const Low* p = P + row * 4 * H;
+      const Proj* p = P + row * 4 * H;
       float* g = G + (t * gates_stride + b) * 4 * H;
       if (rec != nullptr) {
         const float* r = rec + (b - first) * 4 * H;
@@ -896,7 +897,7 @@ Lists rnn_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<a
   return out;
 }
 
-// int8 inference of GRU and tanh layers: what gru_forward / rnn_forward compute without keeping
+// int8 inference of LSTM, GRU and tanh layers: what *_forward compute without keeping
 // gates, with the step products in int8 (q8). w_hh_ts (H, gates * H) int8, w_scales (gates * H)
 // float; proj in float32 or bfloat16. Returns, per direction, h (T + 1, B, H) float.
 int64_t check_int8_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t,
@@ -922,6 +923,23 @@ std::vector<at::Tensor> run_int8(std::vector<Io>& io, const at::Tensor& proj, Ro
   std::vector<at::Tensor> out;
   for (auto& d : io) out.push_back(d.h);
   return out;
+}
+
+std::vector<at::Tensor> lstm_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                          const std::vector<at::Tensor>& w_hh_ts,
+                                          const std::vector<at::Tensor>& w_scales) {
+  const size_t count = check_directions({projs, biases, w_hh_ts, w_scales});
+  std::vector<LstmForward> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], 4);
+    const int64_t T = projs[d].size(0), B = projs[d].size(1);
+    auto f32 = projs[d].options().dtype(at::kFloat);
+    io.push_back({projs[d], biases[d], w_hh_ts[d], at::empty({1, B, 4 * H}, f32), states(T, B, H, f32),
+                  states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]});
+  }
+  return run_int8(io, projs[0], [](LstmForward& one, int64_t first, int64_t last, auto projected) {
+    lstm_forward_rows<uint8_t, decltype(projected)>(one, first, last);
+  });
 }
 
 std::vector<at::Tensor> gru_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
@@ -981,6 +999,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward);
   m.def("rnn_forward", &rnn_forward);
   m.def("rnn_backward", &rnn_backward);
+  m.def("lstm_forward_int8", &lstm_forward_int8);
   m.def("gru_forward_int8", &gru_forward_int8);
   m.def("rnn_forward_int8", &rnn_forward_int8);
   m.def("has_int8_products", &has_int8_products);
