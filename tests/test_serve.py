@@ -212,3 +212,28 @@ def test_amp_serves_with_mixed_precision_products(run_dir, amp_of_predictions):
     assert response.status_code == 200
     assert len(response.json()["predictions"]) == 2
     assert amp_of_predictions and all(amp_of_predictions)  # the warm-up pass and the request's
+
+
+def test_quantize_serves_the_int8_model_that_predict_quantize_runs(run_dir, monkeypatch):
+    """``rnnkit serve --quantize``: the app answers with the probabilities of ``load(run, quantize=True)``."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from rnnkit.cli import main
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **settings: served.append(app))
+    assert main(["serve", "--run-dir", str(run_dir), "--quantize"]) == 0
+    with TestClient(served[0]) as client:
+        predictions = client.post("/predict", json={"texts": TEXTS}).json()["predictions"]
+    int8, exact = rnnkit.load(run_dir, quantize=True), rnnkit.load(run_dir)
+    expected = int8.predict_proba(TEXTS)
+    assert not np.array_equal(expected, exact.predict_proba(TEXTS))  # int8 moves the probabilities
+    for prediction, row in zip(predictions, expected, strict=True):
+        assert prediction["probability"] == pytest.approx(float(row.max()), abs=1e-6)
+
+
+def test_quantize_and_amp_together_are_refused_in_one_line(run_dir, capsys):
+    fails_with(
+        capsys, ["serve", "--run-dir", str(run_dir), "--quantize", "--amp"], "choose --quantize or --amp"
+    )

@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     serve.add_argument("--amp", action="store_true", help=AMP_HELP)
+    serve.add_argument("--quantize", action="store_true", help=QUANTIZE_HELP)
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request (default 64)")
     serve.add_argument("--max-text-chars", type=int, default=100_000, help="characters per text")
     serve.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request size (default 2 MB)")
@@ -374,10 +375,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise _UsageError("give texts to classify, or --file FILE (- for standard input)")
     if args.with_text and not args.output:
         raise _UsageError("--with-text applies to --output FILE")
-    if args.quantize and args.device != "cpu":
-        raise _UsageError(f"--quantize runs the model on the CPU; drop --device {args.device} or --quantize")
-    if args.quantize and args.amp:
-        raise _UsageError("choose --quantize or --amp, not both: int8 layers take float32 inputs")
+    _check_int8(args)
     if args.output:
         pio.check_output(args.output)
     documents = pio.read_documents(args.texts, args.file)
@@ -497,9 +495,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_int8(args: argparse.Namespace) -> None:
+    """``--quantize`` (predict, serve): int8 runs on the CPU, with float32 inputs."""
+    if args.quantize and args.device != "cpu":
+        raise _UsageError(f"--quantize runs the model on the CPU; drop --device {args.device} or --quantize")
+    if args.quantize and args.amp:
+        raise _UsageError("choose --quantize or --amp, not both: int8 layers take float32 inputs")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from rnnkit.serve import ServeSettings, serve
 
+    _check_int8(args)
     settings = ServeSettings(
         max_texts=args.max_texts,
         max_text_chars=args.max_text_chars,
@@ -509,7 +516,7 @@ def _serve(args: argparse.Namespace) -> int:
         batching=not args.no_batching,
         amp=args.amp,
     )
-    serve(args.run_dir, args.host, args.port, args.device, settings, args.access_log)
+    serve(args.run_dir, args.host, args.port, args.device, settings, args.access_log, quantize=args.quantize)
     return 0
 
 

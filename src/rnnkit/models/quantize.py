@@ -8,8 +8,9 @@ Two int8 paths, both dynamic (no calibration data; the run folder is not touched
   [-1, 1], is rounded to 8 bits for the next step's product. The input projection of all steps is
   one large product in bfloat16 where the CPU has it (there faster than int8), else in float32.
 * Everything else that has int8 weights in ``torch.ao.quantization.quantize_dynamic``: recurrent
-  layers where the int8 loop is not available (torch's int8 LSTM and GRU), and the linear layers
-  (head, attention scorer). They quantise their inputs on the fly, batch by batch.
+  layers where the int8 loop is not available (torch's int8 LSTM and GRU; a relu SimpleRNN has no
+  int8 version and stays float32), and the linear layers (head, attention scorer). They quantise
+  their inputs on the fly, batch by batch.
 
 The embedding stays float32 (a lookup does no arithmetic to save). CPU only, inference only: the
 result has no trainable weights of its quantised layers.

@@ -25,10 +25,12 @@ def serve(
     device: str = "cpu",
     settings: ServeSettings | None = None,
     access_log: bool = False,
+    *,
+    quantize: bool = False,
 ) -> None:
-    """Serve ``run_dir`` until interrupted (Ctrl-C)."""
+    """Serve ``run_dir`` until interrupted (Ctrl-C); ``quantize``: with int8 weights (CPU)."""
     uvicorn = require("uvicorn", "serve", "rnnkit serve")
     require("fastapi", "serve", "rnnkit serve")
-    app = create_app(open_run(run_dir, device), settings)
+    app = create_app(open_run(run_dir, device, quantize=quantize), settings)
     logger.info("serving %s on http://%s:%d (API docs at /docs); Ctrl-C stops", run_dir, host, port)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")

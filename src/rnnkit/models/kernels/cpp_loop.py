@@ -322,9 +322,8 @@ def _forward(
 def int8_columns(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """``matrix`` (K, N) as int8 and one float scale per column: ``matrix ~ int8 * scale``."""
     scale = matrix.abs().amax(dim=0).clamp(min=1e-12) / 127
-    return torch.round(matrix / scale).clamp(-127, 127).to(
-        torch.int8
-    ).contiguous(), scale.float().contiguous()
+    quantized = torch.round(matrix / scale).clamp(-127, 127).to(torch.int8)
+    return quantized.contiguous(), scale.float().contiguous()
 
 
 def _forward_int8(kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None]) -> list[Tensor]:

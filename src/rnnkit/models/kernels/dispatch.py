@@ -39,7 +39,7 @@ def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto", dire
     ``module`` is a single-layer, unidirectional ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` built with
     ``batch_first=True``; its parameters are the ones used, whatever the kernel. ``kernel="native"``
     always calls the module (the reference); ``"auto"`` runs what :func:`choose_kernel` picks for a
-    layer of ``directions`` such modules.
+    layer of ``directions`` such modules; :data:`INT8` (set by quantisation) the loop's int8 products.
     """
     if kernel == INT8:
         return cpp_loop.run(module, inputs, torch.int8)
