@@ -2,11 +2,11 @@
 
 By default the embedding's gradient is a dense ``(vocabulary, dim)`` matrix and Adam updates every
 row of it at every step, as the maths of Adam asks: rows of words not in the batch still move,
-because their moments decay. With 50,000 words that is ~20% of a CPU training step. Here the
-gradient stays sparse from the embedding's backward (one row per distinct id of the batch) through
-clipping into the optimizer, which updates only those rows and their moments: "lazy" Adam, as
-TensorFlow's ``LazyAdam`` and torch's ``SparseAdam`` do. Weight decay, like the moments, touches only
-the batch's rows. Every other parameter gets torch's fused Adam/AdamW, unchanged.
+because their moments decay; with hundreds of thousands of words that dominates a CPU training
+step. Here the gradient stays sparse from the embedding's backward (one row per distinct id of the
+batch) through clipping into the optimizer, which updates only those rows and their moments: "lazy"
+Adam, as TensorFlow's ``LazyAdam`` and torch's ``SparseAdam`` do. Weight decay, like the moments,
+touches only the batch's rows. Every other parameter gets torch's fused Adam/AdamW, unchanged.
 """
 
 from __future__ import annotations

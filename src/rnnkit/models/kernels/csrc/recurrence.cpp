@@ -913,10 +913,21 @@ int64_t check_int8_forward(const at::Tensor& proj, const at::Tensor& bias, const
   return H;
 }
 
-template <typename Io, typename Rows>
-std::vector<at::Tensor> run_int8(std::vector<Io>& io, const at::Tensor& proj, Rows&& rows) {
-  by_product_dtype(proj, [&](auto projected) {
-    Blocks(io.size(), proj.size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+// One int8 forward over the directions: checks each direction's arguments, builds its Io with
+// make(d, T, B, H, float32 options), runs rows(io, first, last, Proj{}) over the row blocks with
+// Proj the projection's dtype, and returns each direction's h (T + 1, B, H) float.
+template <typename Io, typename Make, typename Rows>
+std::vector<at::Tensor> run_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                 const std::vector<at::Tensor>& w_hh_ts, const std::vector<at::Tensor>& w_scales,
+                                 int64_t gates, Make&& make, Rows&& rows) {
+  const size_t count = check_directions({projs, biases, w_hh_ts, w_scales});
+  std::vector<Io> io;
+  for (size_t d = 0; d < count; ++d) {
+    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], gates);
+    io.push_back(make(d, projs[d].size(0), projs[d].size(1), H, projs[d].options().dtype(at::kFloat)));
+  }
+  by_product_dtype(projs[0], [&](auto projected) {
+    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
       rows(io[d], first, last, projected);
     });
   });
@@ -925,56 +936,50 @@ std::vector<at::Tensor> run_int8(std::vector<Io>& io, const at::Tensor& proj, Ro
   return out;
 }
 
+using Options = at::TensorOptions;
+
 std::vector<at::Tensor> lstm_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
                                           const std::vector<at::Tensor>& w_hh_ts,
                                           const std::vector<at::Tensor>& w_scales) {
-  const size_t count = check_directions({projs, biases, w_hh_ts, w_scales});
-  std::vector<LstmForward> io;
-  for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], 4);
-    const int64_t T = projs[d].size(0), B = projs[d].size(1);
-    auto f32 = projs[d].options().dtype(at::kFloat);
-    io.push_back({projs[d], biases[d], w_hh_ts[d], at::empty({1, B, 4 * H}, f32), states(T, B, H, f32),
-                  states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]});
-  }
-  return run_int8(io, projs[0], [](LstmForward& one, int64_t first, int64_t last, auto projected) {
-    lstm_forward_rows<uint8_t, decltype(projected)>(one, first, last);
-  });
+  return run_int8<LstmForward>(
+      projs, biases, w_hh_ts, w_scales, 4,
+      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32) -> LstmForward {
+        return {projs[d], biases[d], w_hh_ts[d], at::empty({1, B, 4 * H}, f32), states(T, B, H, f32),
+                states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]};
+      },
+      [](LstmForward& one, int64_t first, int64_t last, auto projected) {
+        lstm_forward_rows<uint8_t, decltype(projected)>(one, first, last);
+      });
 }
 
 std::vector<at::Tensor> gru_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
                                          const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts,
                                          const std::vector<at::Tensor>& w_scales) {
-  const size_t count = check_directions({projs, biases, b_hns, w_hh_ts, w_scales});
-  std::vector<GruForward> io;
-  for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], 3);
-    check(b_hns[d], at::kFloat, {H}, "b_hn");
-    const int64_t T = projs[d].size(0), B = projs[d].size(1);
-    auto f32 = projs[d].options().dtype(at::kFloat);
-    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({1, B, 3 * H}, f32), states(T, B, H, f32),
-                  at::empty({1, B, H}, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]});
-  }
-  return run_int8(io, projs[0], [](GruForward& one, int64_t first, int64_t last, auto projected) {
-    gru_forward_rows<uint8_t, decltype(projected)>(one, first, last);
-  });
+  TORCH_CHECK(b_hns.size() == projs.size(), "every argument needs one entry per direction");
+  return run_int8<GruForward>(
+      projs, biases, w_hh_ts, w_scales, 3,
+      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32) -> GruForward {
+        check(b_hns[d], at::kFloat, {H}, "b_hn");
+        return {projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({1, B, 3 * H}, f32), states(T, B, H, f32),
+                at::empty({1, B, H}, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]};
+      },
+      [](GruForward& one, int64_t first, int64_t last, auto projected) {
+        gru_forward_rows<uint8_t, decltype(projected)>(one, first, last);
+      });
 }
 
 std::vector<at::Tensor> rnn_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
                                          const std::vector<at::Tensor>& w_hh_ts,
                                          const std::vector<at::Tensor>& w_scales) {
-  const size_t count = check_directions({projs, biases, w_hh_ts, w_scales});
-  std::vector<RnnForward> io;
-  for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], 1);
-    const int64_t T = projs[d].size(0), B = projs[d].size(1);
-    auto f32 = projs[d].options().dtype(at::kFloat);
-    io.push_back({projs[d], biases[d], w_hh_ts[d], states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)),
-                  false, w_scales[d]});
-  }
-  return run_int8(io, projs[0], [](RnnForward& one, int64_t first, int64_t last, auto projected) {
-    rnn_forward_rows<uint8_t, decltype(projected)>(one, first, last);
-  });
+  return run_int8<RnnForward>(
+      projs, biases, w_hh_ts, w_scales, 1,
+      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32) -> RnnForward {
+        return {projs[d], biases[d], w_hh_ts[d], states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)),
+                false, w_scales[d]};
+      },
+      [](RnnForward& one, int64_t first, int64_t last, auto projected) {
+        rnn_forward_rows<uint8_t, decltype(projected)>(one, first, last);
+      });
 }
 
 // How many distinct threads run the tasks of a call over `directions` x `batch` rows: what the
