@@ -303,20 +303,28 @@ def _forward(
     projections = [torch.matmul(x, w.t()) for x, w in zip(x_tm, w_ih_low, strict=True)]
     w_hh_t = [w.t().contiguous() for w in w_hh_low]
     ext = extension()
-    hidden = w_hh_low[0].size(1)
+    biases = _cell_biases(kind, layers)
     if kind == "lstm":
-        biases = [_summed_bias(b_ih, b_hh, 4 * hidden) for _, _, b_ih, b_hh in layers]
-        results = ext.lstm_forward(projections, biases, w_hh_t, keep)  # gates, h, c, h_low
+        results = ext.lstm_forward(projections, *biases, w_hh_t, keep)  # gates, h, c, h_low
         states = [h for _, h, _, _ in results]
     elif kind == "gru":
-        pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
-        results = ext.gru_forward(projections, [b for b, _ in pairs], [n for _, n in pairs], w_hh_t, keep)
-        states = [h for _, h, _, _ in results]  # gates, h, hn, h_low
+        results = ext.gru_forward(projections, *biases, w_hh_t, keep)  # gates, h, hn, h_low
+        states = [h for _, h, _, _ in results]
     else:
-        biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
-        results = ext.rnn_forward(projections, biases, w_hh_t, kind == "rnn_relu")  # h, h_low
+        results = ext.rnn_forward(projections, *biases, w_hh_t, kind == "rnn_relu")  # h, h_low
         states = [h for h, _ in results]
     return _Forward(states, x_tm, results, w_ih_low, w_hh_low)
+
+
+def _cell_biases(kind: str, layers: Sequence[Sequence[Tensor | None]]) -> list[list[Tensor]]:
+    """The bias arguments of ``kind``'s C++ forward, one entry per layer in each: the summed biases
+    (LSTM, RNN), or the GRU's input-side biases and its ``b_hn`` (see :func:`_gru_biases`)."""
+    hidden = layers[0][1].size(1)  # W_hh is (gates * H, H)
+    if kind == "gru":
+        pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
+        return [[b for b, _ in pairs], [n for _, n in pairs]]
+    width = 4 * hidden if kind == "lstm" else hidden
+    return [[_summed_bias(b_ih, b_hh, width) for _, _, b_ih, b_hh in layers]]
 
 
 def int8_columns(matrix: Tensor) -> tuple[Tensor, Tensor]:
@@ -338,21 +346,9 @@ def _forward_int8(kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tens
     ]
     weights = [int8_columns(w_hh.detach().float().t()) for _, w_hh, _, _ in layers]
     ext = extension()
-    hidden = layers[0][1].size(1)
-    if kind == "lstm":
-        biases = [_summed_bias(b_ih, b_hh, 4 * hidden) for _, _, b_ih, b_hh in layers]
-        return ext.lstm_forward_int8(projections, biases, [w for w, _ in weights], [s for _, s in weights])
-    if kind == "gru":
-        pairs = [_gru_biases(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
-        return ext.gru_forward_int8(
-            projections,
-            [b for b, _ in pairs],
-            [n for _, n in pairs],
-            [w for w, _ in weights],
-            [s for _, s in weights],
-        )
-    biases = [_summed_bias(b_ih, b_hh, hidden) for _, _, b_ih, b_hh in layers]
-    return ext.rnn_forward_int8(projections, biases, [w for w, _ in weights], [s for _, s in weights])
+    forward = {"lstm": ext.lstm_forward_int8, "gru": ext.gru_forward_int8}.get(kind, ext.rnn_forward_int8)
+    biases = _cell_biases(kind, layers)
+    return forward(projections, *biases, [w for w, _ in weights], [s for _, s in weights])
 
 
 class _Recurrence(torch.autograd.Function):
