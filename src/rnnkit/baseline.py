@@ -14,6 +14,9 @@ Multi-label runs get the one-vs-rest version: one LinearSVC per label (scikit-le
 ``OneVsRestClassifier(LinearSVC(C))``, C chosen on validation micro-F1 at decision 0) and, as for
 the network, per-label thresholds tuned on the validation split, on the sigmoid of each label's
 decision (0.5 is decision 0; the tuning is :func:`rnnkit.training.thresholds.tune_thresholds`).
+
+The baseline can also teach the network (``train.distill``): :func:`out_of_fold_probabilities` gives
+each training document the probabilities of a baseline fitted without it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import safetensors.numpy
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.metrics import accuracy_score, f1_score, hamming_loss
+from sklearn.model_selection import StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import normalize
@@ -57,6 +61,8 @@ MULTILABEL_CANDIDATES: tuple[tuple[str, float], ...] = (
     ("ovr_linear_svc", 1.0),
 )
 """Multi-label: one-vs-rest LinearSVC's C, chosen on validation."""
+DISTILL_FOLDS = 5
+"""Folds of :func:`out_of_fold_probabilities`: each baseline is fitted on 80% of the training split."""
 _CONSTANT_SCORE = 10.0
 """The decision of a label that every (or no) training document has: its sigmoid is ~1 (or ~0)."""
 
@@ -163,6 +169,42 @@ def fit_baseline(
     return best[1]
 
 
+def out_of_fold_probabilities(
+    train: tuple[Sequence[np.ndarray], np.ndarray],
+    validation: tuple[Sequence[np.ndarray], np.ndarray],
+    vocab_size: int,
+    num_classes: int,
+    *,
+    monitor: str,
+    seed: int,
+    folds: int = DISTILL_FOLDS,
+) -> np.ndarray:
+    """Class probabilities ``(n, classes)`` for each training document from a baseline that never saw
+    it: the teacher of ``train.distill`` (single-label).
+
+    A baseline scoring its own training documents would mostly repeat their labels; fitted on the
+    other folds (stratified, shuffled by ``seed``; each fold's model chosen on ``validation`` as
+    :func:`fit_baseline` does) it says how a linear model reads each document, confusions included.
+    The scores become probabilities with the temperature of :func:`fit_temperature` on these
+    out-of-fold scores. Deterministic for a given ``seed``, so a resumed run gets the same teacher.
+    Raises ``ValueError`` as :func:`fit_baseline` does.
+    """
+    sequences, labels = train
+    folds = min(folds, int(np.bincount(labels).max()))
+    if folds < 2:
+        raise ValueError("every class has a single training document: nothing to fit out of fold")
+    scores = np.zeros((len(labels), num_classes))  # -inf where a fold lacked the class: probability 0
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "The least populated class has only k members": fine here
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = list(splitter.split(np.zeros(len(labels)), labels))
+    for fitted, held in splits:
+        part = ([sequences[i] for i in fitted], labels[fitted])
+        baseline = fit_baseline(part, validation, vocab_size, num_classes, monitor=monitor)
+        scores[held] = baseline.scores([sequences[i] for i in held], vocab_size)
+    return softmax(scores * fit_temperature(scores, labels))
+
+
 def evaluate_baseline(
     baseline: LinearBaseline,
     splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]],
@@ -240,7 +282,7 @@ def _fit_linear(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(weight (C, F), bias (C,))`` over all ``num_classes``; a class absent from ``y`` never wins."""
     if name == "linear_svc":
-        model = LinearSVC(C=strength)
+        model = LinearSVC(C=strength, random_state=0)  # liblinear shuffles: same data, same model
         model.fit(x, y)
         coef, intercept = model.coef_, model.intercept_
         if coef.shape[0] == 1:  # binary: one score for classes_[1]; make it symmetric

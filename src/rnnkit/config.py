@@ -127,6 +127,7 @@ class TrainConfig:
     embedding_update: str = _choice("dense", "dense", "rows")
     class_weights: str = _choice("none", "none", "balanced")
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
+    distill: float = _fraction(0.0)  # share of the loss fitting the TF-IDF baseline's probabilities
     patience: int = _at_least(3, 0)
     swa_epochs: int = _at_least(0, 0)
     monitor: str = _choice("auto", "auto", "val_accuracy", "val_macro_f1", "val_micro_f1", "val_loss")

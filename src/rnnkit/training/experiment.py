@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from rnnkit import __version__, distributed
-from rnnkit.baseline import LinearBaseline, baseline_monitor, evaluate_baseline, fit_baseline
+from rnnkit.baseline import (
+    LinearBaseline,
+    baseline_monitor,
+    evaluate_baseline,
+    fit_baseline,
+    out_of_fold_probabilities,
+)
 from rnnkit.config import Config
 from rnnkit.data import PreparedData, prepare_data
 from rnnkit.data.cache import cache_root
@@ -272,6 +278,7 @@ def _fit(
     cfg = dataclasses.replace(
         cfg, train=dataclasses.replace(cfg.train, monitor=resolve_monitor(cfg.train.monitor, task))
     )
+    teacher, distilled = _teacher(cfg, data)  # before the run takes its place: it may refuse the data
     seed_everything(cfg.train.seed)
     embedding_dim = cfg.embeddings.dim if data.embeddings is None else int(data.embeddings.shape[1])
     longest = int(max(data.train.lengths.max(initial=1), data.validation.lengths.max(initial=1)))
@@ -318,7 +325,16 @@ def _fit(
         "task": task,
     }
     trainer = Trainer(
-        cfg.train, model, data.train, data.validation, num_classes, device, run.checkpoints, callbacks, info
+        cfg.train,
+        model,
+        data.train,
+        data.validation,
+        num_classes,
+        device,
+        run.checkpoints,
+        callbacks,
+        info,
+        teacher=teacher,
     )
     num_parameters = sum(p.numel() for p in model.parameters())
     if checkpoint is not None:
@@ -354,6 +370,8 @@ def _fit(
     }
     if baseline is not None:
         metrics["baseline"] = baseline
+    if distilled is not None:
+        metrics["distill"] = distilled
     for callback in callbacks:
         callback.on_test_end(trainer, metrics, test)
     if distributed.is_main_process():
@@ -403,6 +421,44 @@ def versus_baseline(metrics: dict[str, Any], model_name: str, split: str = "test
         f"{scores_text(baseline[split], task)}; {model_name} is {abs(gap):.1f} points "
         f"{'above' if gap >= 0 else 'below'} it"
     )
+
+
+def _teacher(cfg: Config, data: PreparedData) -> tuple[torch.Tensor | None, dict[str, Any] | None]:
+    """The probabilities ``train.distill`` teaches (each training document's, from TF-IDF baselines
+    fitted on the other folds) and their summary for ``metrics.json["distill"]``; ``(None, None)``
+    when distillation is off. Every rank computes the same ones (they are deterministic)."""
+    if not cfg.train.distill:
+        return None, None
+    if data.task == MULTILABEL:
+        raise ConfigError("train.distill is for single-label data; set train.distill=0 for multi-label runs")
+    started = time.perf_counter()
+    labels = data.train.labels
+    try:
+        probabilities = out_of_fold_probabilities(
+            (data.token_ids["train"], labels),
+            (data.token_ids["validation"], data.validation.labels),
+            len(data.vocab),
+            len(data.label_names),
+            monitor=baseline_monitor(cfg.train.monitor),
+            seed=cfg.train.seed,
+        )
+    except ValueError as error:
+        raise DataError(
+            f"train.distill cannot fit its TF-IDF teacher: {error}; set train.distill=0"
+        ) from None
+    summary = {
+        "weight": cfg.train.distill,
+        "teacher_train_accuracy": float((probabilities.argmax(axis=1) == labels).mean()),
+        "time_s": round(time.perf_counter() - started, 3),
+    }
+    logger.info(
+        "distilling TF-IDF baselines fitted out of fold (%.1f s): they get %.4f of the training split "
+        "right; %.2f of the loss follows their probabilities",
+        summary["time_s"],
+        summary["teacher_train_accuracy"],
+        cfg.train.distill,
+    )
+    return torch.tensor(probabilities, dtype=torch.float32), summary
 
 
 def _baseline(cfg: Config, run: RunDir, data: PreparedData) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from rnnkit import distributed
@@ -92,7 +93,12 @@ class Trainer:
         store: CheckpointStore,
         callbacks: Sequence[Callback] = (),
         model_info: dict[str, Any] | None = None,
+        teacher: torch.Tensor | None = None,
     ) -> None:
+        """``teacher``: class probabilities ``(len(train), classes)`` that ``cfg.distill`` of each
+        document's loss fits instead of its label (see :func:`rnnkit.baseline.out_of_fold_probabilities`)."""
+        if (teacher is None) != (cfg.distill == 0):
+            raise ValueError("train.distill > 0 and teacher probabilities go together")
         self.task = task_of(train.labels)
         self.cfg = cfg = dataclasses.replace(cfg, monitor=resolve_monitor(cfg.monitor, self.task))
         self.device = device
@@ -125,6 +131,7 @@ class Trainer:
             self.pos_weight = positive_weights(train.labels, device)
         elif self.task != MULTILABEL:
             self.class_weights = class_weights(cfg.class_weights, train.labels, num_classes, device)
+        self.teacher = None if teacher is None else teacher.to(device)
         self.sampler = BucketBatchSampler(
             train.lengths,
             cfg.batch_size,
@@ -177,6 +184,9 @@ class Trainer:
         losses = example_losses(
             logits.float(), batch.labels, self.task, self.pos_weight, label_smoothing=self.cfg.label_smoothing
         )
+        if self.teacher is not None:  # knowledge distillation: part of the target is the teacher's
+            taught = F.cross_entropy(logits.float(), self.teacher[batch.indices], reduction="none")
+            losses = (1 - self.cfg.distill) * losses + self.cfg.distill * taught
         weights = (
             self.class_weights[batch.labels] if self.class_weights is not None else torch.ones_like(losses)
         )
