@@ -10,8 +10,8 @@ for these variants of the same weights:
 * ``float32``: what ``rnnkit predict`` runs (no mixed precision);
 * ``float, amp``: what ``rnnkit evaluate`` runs when ``train.amp`` is on and the CPU computes
   bfloat16 natively (the same as float32 elsewhere);
-* ``int8``: ``--quantize`` (:mod:`rnnkit.models.quantize`): GRU and SimpleRNN layers on the compiled
-  loop with int8 step products where the CPU has AVX512-VNNI;
+* ``int8``: ``--quantize`` (:mod:`rnnkit.models.quantize`): LSTM, GRU and tanh SimpleRNN layers on
+  the compiled loop with int8 step products where the CPU has AVX512-VNNI;
 * ``int8, torch modules``: the same weights through ``torch.ao.quantization.quantize_dynamic``'s
   int8 GRU/LSTM modules, what ``--quantize`` ran before the int8 loop.
 
