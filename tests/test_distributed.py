@@ -351,3 +351,19 @@ def test_a_failure_on_one_rank_ends_every_rank_and_is_shown_once(corpus, tmp_pat
     assert done.returncode != 0
     assert done.stderr.count("rnnkit: error: rank 1 cannot read its data") == 1
     assert "Connection closed by peer" not in done.stderr  # rank 0's knock-on failure stays silent
+
+
+@pytest.mark.slow
+def test_adversarial_training_under_ddp_trains_the_same_weights_as_one_process(corpus, tmp_path):
+    """Each document's perturbation follows its own gradient only: sharding the batch changes nothing."""
+    settings = {"model.name": "rnn", "train.adversarial_epsilon": 1.0, **EXACT}
+    single = tiny_settings(corpus, **settings, **{"train.batch_size": 16})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+        experiment.train(load_config(overrides=single), tmp_path / "single")
+    ddp = train_args(tmp_path / "ddp", corpus, **settings, **{"train.batch_size": 8})
+    done = torchrun(ddp, tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    expected, actual = weights(tmp_path / "single"), weights(tmp_path / "ddp")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], atol=1e-5, rtol=0, msg=key)

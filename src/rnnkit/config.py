@@ -128,6 +128,7 @@ class TrainConfig:
     class_weights: str = _choice("none", "none", "balanced")
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
     distill: float = _fraction(0.0)  # share of the loss fitting the TF-IDF baseline's probabilities
+    adversarial_epsilon: float = _at_least(0.0, 0.0)  # FGM step on each document's embeddings; 0 = off
     patience: int = _at_least(3, 0)
     swa_epochs: int = _at_least(0, 0)
     monitor: str = _choice("auto", "auto", "val_accuracy", "val_macro_f1", "val_micro_f1", "val_loss")

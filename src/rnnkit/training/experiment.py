@@ -43,6 +43,7 @@ from rnnkit.runs import RunDir, open_run
 from rnnkit.runs.checkpoint import Checkpoint
 from rnnkit.runtime import available_memory, configure_runtime, resolve_device
 from rnnkit.tasks import MULTILABEL, resolve_monitor
+from rnnkit.training.adversarial import check_adversarial
 from rnnkit.training.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from rnnkit.training.loggers import build_loggers
 from rnnkit.training.metrics import confusion, per_class_report, summarize
@@ -298,6 +299,7 @@ def _fit(
         freeze_embeddings=cfg.embeddings.freeze,
         embedding_dim=embedding_dim,
     )
+    check_adversarial(cfg.train, model)  # before the run takes its place
     if cfg.train.init_from and not resuming:
         warm_start(model, cfg.train.init_from, data.vocab, data.label_names)
     baseline = None

@@ -17,6 +17,7 @@ helpers do nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -47,6 +48,7 @@ from rnnkit.runs.checkpoint import (
 )
 from rnnkit.runtime import amp_dtype
 from rnnkit.tasks import MULTILABEL, exact_matches, example_losses, positive_weights, resolve_monitor, task_of
+from rnnkit.training.adversarial import EmbeddingAdversary, check_adversarial
 from rnnkit.training.callbacks import Callback, is_improvement
 from rnnkit.training.embedding_rows import RowAdam, clip_grad_norm, use_row_gradients
 from rnnkit.training.metrics import summarize
@@ -132,6 +134,10 @@ class Trainer:
         elif self.task != MULTILABEL:
             self.class_weights = class_weights(cfg.class_weights, train.labels, num_classes, device)
         self.teacher = None if teacher is None else teacher.to(device)
+        check_adversarial(cfg, self.raw_model)
+        self.adversary = (
+            EmbeddingAdversary(self.raw_model, cfg.adversarial_epsilon) if cfg.adversarial_epsilon else None
+        )
         self.sampler = BucketBatchSampler(
             train.lengths,
             cfg.batch_size,
@@ -178,19 +184,15 @@ class Trainer:
                 self.save_state()
 
     def train_step(self, batch: Batch) -> None:
-        """Forward, loss, backward, clip, step; a non-finite loss stops before any update."""
-        with autocast(self.device, self.amp):
+        """Forward, loss, backward, clip, step; a non-finite loss stops before any update.
+
+        With ``train.adversarial_epsilon`` a second forward and backward pass at adversarially moved
+        embeddings adds its gradient before the step (:mod:`.adversarial`).
+        """
+        watching = self.adversary.watch() if self.adversary else contextlib.nullcontext()
+        with watching, autocast(self.device, self.amp):
             logits = self.model(batch.token_ids, batch.lengths)
-        losses = example_losses(
-            logits.float(), batch.labels, self.task, self.pos_weight, label_smoothing=self.cfg.label_smoothing
-        )
-        if self.teacher is not None:  # knowledge distillation: part of the target is the teacher's
-            taught = F.cross_entropy(logits.float(), self.teacher[batch.indices], reduction="none")
-            losses = (1 - self.cfg.distill) * losses + self.cfg.distill * taught
-        weights = (
-            self.class_weights[batch.labels] if self.class_weights is not None else torch.ones_like(losses)
-        )
-        loss = distributed.global_mean((losses * weights).sum(), weights.sum())
+        loss, losses = self.loss(logits, batch)
         loss_sum, correct = torch.stack(
             [losses.detach().sum(), exact_matches(logits.detach(), batch.labels, self.task)]
         ).tolist()
@@ -203,6 +205,10 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.adversary is not None:
+            with self.adversary.perturbed(), autocast(self.device, self.amp):
+                adversarial_logits = self.model(batch.token_ids, batch.lengths)
+            self.scaler.scale(self.loss(adversarial_logits, batch)[0]).backward()
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             clip_grad_norm(self.raw_model.parameters(), self.cfg.grad_clip)
@@ -211,6 +217,19 @@ class Trainer:
         self.running.loss_sum += loss_sum
         self.running.correct += int(correct)
         self.running.count += len(batch)
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's loss (weighted mean over the global batch) and each document's unweighted one."""
+        losses = example_losses(
+            logits.float(), batch.labels, self.task, self.pos_weight, label_smoothing=self.cfg.label_smoothing
+        )
+        if self.teacher is not None:  # knowledge distillation: part of the target is the teacher's
+            taught = F.cross_entropy(logits.float(), self.teacher[batch.indices], reduction="none")
+            losses = (1 - self.cfg.distill) * losses + self.cfg.distill * taught
+        weights = (
+            self.class_weights[batch.labels] if self.class_weights is not None else torch.ones_like(losses)
+        )
+        return distributed.global_mean((losses * weights).sum(), weights.sum()), losses
 
     def end_epoch(self) -> None:
         """Validate, record, step the schedule, run callbacks, then checkpoint the new position."""
