@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
-from test_trainer import cli_args, tiny_settings, train_tiny_run, write_corpus
+from test_trainer import cli_args, tiny_settings, train_in, train_losses, write_corpus
 from torch import nn
 from torch.nn import functional as F
 
@@ -89,16 +87,6 @@ def test_frozen_vectors_are_perturbed_too():
 def test_a_model_without_an_embedder_is_a_config_error():
     with pytest.raises(ConfigError, match=r"has none; set train\.adversarial_epsilon=0"):
         EmbeddingAdversary(nn.Linear(3, 3), 1.0)
-
-
-def train_losses(run) -> list[float]:
-    with (run / "history.csv").open() as handle:
-        return [float(row["train_loss"]) for row in csv.DictReader(handle)]
-
-
-def train_in(folder, **settings):
-    folder.mkdir()
-    return train_tiny_run(folder, **settings)
 
 
 def test_an_adversarial_run_trains_on_another_loss_and_repeats_exactly(tmp_path):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
 from test_baseline import VOCAB, random_documents
-from test_trainer import cli_args, tiny_settings, train_tiny_run
+from test_trainer import cli_args, tiny_settings, train_in, train_losses
 from test_training_multilabel import multilabel_settings, write_multilabel_corpus
 
 from rnnkit import baseline as baseline_module
@@ -75,16 +74,6 @@ def test_a_class_with_a_single_document_gets_probability_zero_where_its_fold_nev
     )
     assert probabilities[0, 3] == 0.0
     assert np.isfinite(probabilities).all()
-
-
-def train_in(folder, **settings):
-    folder.mkdir()
-    return train_tiny_run(folder, **settings)
-
-
-def train_losses(run) -> list[float]:
-    with (run / "history.csv").open() as handle:
-        return [float(row["train_loss"]) for row in csv.DictReader(handle)]
 
 
 def test_a_distilled_run_says_what_its_teacher_scored_and_trains_on_a_mixed_loss(tmp_path):

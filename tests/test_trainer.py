@@ -91,6 +91,18 @@ def train_tiny_run(root: Path, **extra: object) -> Path:
     return run_dir
 
 
+def train_in(folder: Path, **extra: object) -> Path:
+    """:func:`train_tiny_run` in a new folder ``folder``; returns the run folder."""
+    folder.mkdir()
+    return train_tiny_run(folder, **extra)
+
+
+def train_losses(run: Path) -> list[float]:
+    """The training loss of each epoch, from the run's history.csv."""
+    with (run / "history.csv").open() as handle:
+        return [float(row["train_loss"]) for row in csv.DictReader(handle)]
+
+
 LEARNS_THE_TOPICS = {"train.epochs": 8}
 """Overrides with which the tiny run learns its corpus (2 epochs are too few: about chance, 0.3)."""
 
