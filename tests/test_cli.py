@@ -80,6 +80,15 @@ def test_a_missing_vector_file_is_named(tmp_path, capsys):
     fails_with(capsys, ["train", "--run-dir", str(tmp_path / "r"), *args], str(missing))
 
 
+def test_unit_forget_bias_on_a_cell_without_a_forget_gate_is_one_line(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.csv")
+    args = cli_args(tiny_settings(corpus, **{"model.name": "gru", "model.unit_forget_bias": "true"}))
+    fails_with(
+        capsys, ["train", "--run-dir", str(tmp_path / "r"), *args], "model.unit_forget_bias", "gru has none"
+    )
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_folder_that_holds_a_run_is_not_overwritten(tmp_path, capsys):
     run = fake_run(tmp_path / "run")
     before = (run / "config.yaml").read_text()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.errors import ConfigError
 from rnnkit.models.encoders import CELLS, RecurrentEncoder, RecurrentLayer
 from rnnkit.models.pooling import POOLINGS, build_pooling
 from rnnkit.models.sequence import padding_mask, reverse_padded
@@ -98,6 +99,31 @@ def assert_weight_drop_is_dropconnect(cell: str, kernel: str, device: str) -> No
     encoder.eval()  # evaluation uses every connection, unscaled
     plain.load_state_dict(encoder.state_dict())
     torch.testing.assert_close(encoder(inputs, lengths), plain.eval()(inputs, lengths), atol=ATOL, rtol=0)
+
+
+def test_unit_forget_bias_starts_every_lstm_forget_gate_at_one_and_leaves_the_other_weights_alone():
+    torch.manual_seed(0)
+    plain = RecurrentEncoder("lstm", 4, 6, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    opened = RecurrentEncoder("lstm", 4, 6, num_layers=2, bidirectional=True, unit_forget_bias=True)
+    forget = slice(6, 12)  # torch orders the LSTM's gates input, forget, cell, output
+    for (name, before), after in zip(plain.named_parameters(), opened.parameters(), strict=True):
+        if name.endswith("bias_ih_l0"):
+            assert (after[forget] == 1).all()
+        if name.endswith("bias_hh_l0"):
+            assert (after[forget] == 0).all()
+        if "bias" in name:  # the input, cell and output gates keep torch's draw
+            torch.testing.assert_close(
+                torch.cat([after[:6], after[12:]]), torch.cat([before[:6], before[12:]])
+            )
+        else:
+            torch.testing.assert_close(after, before)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_unit_forget_bias_is_refused_for_cells_without_a_forget_gate(cell):
+    with pytest.raises(ConfigError, match=f"model.unit_forget_bias.*a {cell} has none"):
+        RecurrentEncoder(cell, 4, 6, unit_forget_bias=True)
 
 
 def test_encoder_output_size_counts_both_directions():

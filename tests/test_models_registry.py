@@ -63,6 +63,7 @@ def test_build_model_makes_each_built_in_model_from_its_config_section(name, cls
         "embedding_dropout": 0.0,
         "dropout": 0.0,
         "weight_drop": 0.0,
+        "unit_forget_bias": False,
         "head_dropout": 0.0,
         "head_hidden": 5,
         "freeze_embeddings": False,

@@ -105,6 +105,7 @@ class ModelConfig:
     embedding_dropout: float = _fraction(0.0)
     dropout: float = _fraction(0.0)
     weight_drop: float = _fraction(0.0)
+    unit_forget_bias: bool = False  # LSTM only: the forget gate starts open (bias 1), as in Keras
     head_dropout: float = _fraction(0.0)
     head_hidden: int = _at_least(0, 0)
     kernel: str = _choice("auto", "auto", "native")

@@ -40,6 +40,9 @@ class RecurrentClassifier(nn.Module):
         dropout: dropout between recurrent layers.
         weight_drop: DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop): one mask
             per batch, so a recurrent connection is off for the whole sequence.
+        unit_forget_bias: LSTM only: start each forget gate's bias at 1 instead of near 0 (Gers et
+            al. 2000; Keras' ``unit_forget_bias``), so the cell keeps its memory from the first step
+            instead of halving it at every token.
         head_dropout: dropout on the pooled vector, before the head.
         head_hidden: size of a ReLU hidden layer in the head; 0 for a linear head.
         pretrained: ``(vocab_size, dim)`` vectors to start the embedding from.
@@ -70,6 +73,7 @@ class RecurrentClassifier(nn.Module):
         embedding_dropout: float = 0.0,
         dropout: float = 0.0,
         weight_drop: float = 0.0,
+        unit_forget_bias: bool = False,
         head_dropout: float = 0.0,
         head_hidden: int = 0,
         pretrained: Tensor | None = None,
@@ -102,6 +106,7 @@ class RecurrentClassifier(nn.Module):
             bidirectional=bidirectional,
             dropout=dropout,
             weight_drop=weight_drop,
+            unit_forget_bias=unit_forget_bias,
             kernel=kernel,
         )
         self.pooling = build_pooling(pooling, hidden_size, bidirectional)

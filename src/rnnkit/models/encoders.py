@@ -14,11 +14,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from rnnkit.errors import ConfigError
 from rnnkit.models.kernels import prepare, run_directions, run_recurrent
 from rnnkit.models.sequence import reverse_padded
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 """Cell name -> torch module; ``nn.RNN`` is the Elman network with tanh."""
+
+
+def open_forget_gate(lstm: nn.LSTM) -> None:
+    """Set the forget gate's bias to 1 (``bias_ih`` 1, ``bias_hh`` 0; torch orders the gates i, f, g, o).
+
+    torch draws every bias near 0, so a new LSTM forgets half its memory at each step; starting the
+    gate open lets gradients reach tokens far back from the first epoch (Gers et al. 2000; Jozefowicz
+    et al. 2015; Keras does this by default). The other weights keep torch's initialisation.
+    """
+    hidden = lstm.hidden_size
+    with torch.no_grad():
+        lstm.bias_ih_l0[hidden : 2 * hidden].fill_(1.0)
+        lstm.bias_hh_l0[hidden : 2 * hidden].zero_()
 
 
 class RecurrentLayer(nn.Module):
@@ -32,12 +46,21 @@ class RecurrentLayer(nn.Module):
         bidirectional: bool,
         kernel: str,
         weight_drop: float = 0.0,
+        unit_forget_bias: bool = False,
     ) -> None:
         super().__init__()
+        if unit_forget_bias and cell != "lstm":
+            raise ConfigError(
+                f"unit_forget_bias (model.unit_forget_bias) opens the LSTM's forget gate, and a {cell} "
+                "has none: leave it off, or use the LSTM"
+            )
         num_directions = 2 if bidirectional else 1
         self.directions = nn.ModuleList(
             CELLS[cell](input_size, hidden_size, batch_first=True) for _ in range(num_directions)
         )
+        if unit_forget_bias:
+            for direction in self.directions:
+                open_forget_gate(direction)
         self.kernel = kernel
         self.weight_drop = weight_drop
 
@@ -85,6 +108,7 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         weight_drop: float = 0.0,
+        unit_forget_bias: bool = False,
         kernel: str = "auto",
     ) -> None:
         super().__init__()
@@ -99,6 +123,7 @@ class RecurrentEncoder(nn.Module):
                 bidirectional,
                 kernel,
                 weight_drop,
+                unit_forget_bias,
             )
             for i in range(num_layers)
         )
