@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from rnnkit.models.kernels import cpp_loop
+from rnnkit.models.sequence import reverse_padded, reversed_positions
 from rnnkit.runtime import denormals_flushed
 
 CELLS = {
@@ -182,39 +183,53 @@ def test_refuses_modules_it_cannot_reproduce():
 
 def test_the_loops_refuse_inputs_they_would_misread_instead_of_reading_past_them():
     ext = cpp_loop.extension()
+    here = [torch.empty(0, dtype=torch.long)]  # one direction, states in place
     proj, bias, w_hh_t = torch.randn(5, 2, 16), torch.zeros(16), torch.randn(4, 16)
-    ((gates, _, c, _),) = ext.lstm_forward([proj], [bias], [w_hh_t], True)
-    grad_out, w_hh = torch.randn(5, 2, 4), w_hh_t.t().contiguous()
-    ext.lstm_backward([grad_out], [gates], [c], [w_hh])  # what the forward pass kept fits
+    output, ((gates, c, _),) = ext.lstm_forward([proj], [bias], [w_hh_t], here, True)
+    assert output.shape == (2, 5, 4)  # (batch, time, hidden)
+    grad, w_hh = torch.randn(2, 5, 4), w_hh_t.t().contiguous()
+    ext.lstm_backward(grad, here, [gates], [c], [w_hh])  # what the forward pass kept fits
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
-        ext.lstm_forward([proj.double()], [bias], [w_hh_t], True)
+        ext.lstm_forward([proj.double()], [bias], [w_hh_t], here, True)
     with pytest.raises(
         RuntimeError, match="the transposed recurrent weight must be a Float tensor, got BFloat16"
     ):
-        ext.lstm_forward([proj], [bias], [w_hh_t.bfloat16()], True)
+        ext.lstm_forward([proj], [bias], [w_hh_t.bfloat16()], here, True)
     with pytest.raises(RuntimeError, match="the activated gates must have shape"):
-        ext.lstm_backward([grad_out], [gates[:-1]], [c], [w_hh])
-    ((scratch, _, c_inference, _),) = ext.lstm_forward([proj], [bias], [w_hh_t], False)
-    with pytest.raises(RuntimeError, match="the activated gates must have shape"):  # inference kept none
-        ext.lstm_backward([grad_out], [scratch], [c_inference], [w_hh])
+        ext.lstm_backward(grad, here, [gates[..., :8].contiguous()], [c], [w_hh])
+    _, ((scratch, c_inference, _),) = ext.lstm_forward([proj], [bias], [w_hh_t], here, False)
+    with pytest.raises(RuntimeError, match="the output's gradient must have shape"):  # inference kept 1 step
+        ext.lstm_backward(grad, here, [scratch], [c_inference], [w_hh])
     with pytest.raises(RuntimeError, match="the cell states must have shape"):
-        ext.lstm_backward([grad_out], [gates], [c[1:]], [w_hh])
+        ext.lstm_backward(grad, here, [gates], [c[1:]], [w_hh])
     with pytest.raises(RuntimeError, match="the recurrent weight must have shape"):
-        ext.lstm_backward([grad_out], [gates], [c], [w_hh_t])
-    with pytest.raises(RuntimeError, match="grad_out must be contiguous"):
-        ext.lstm_backward([grad_out.transpose(0, 1)], [gates], [c], [w_hh])
-    ((gru_gates, gru_h, hn, _),) = ext.gru_forward(
-        [torch.randn(5, 2, 12)], [torch.zeros(12)], [torch.zeros(4)], [torch.randn(4, 12)], True
+        ext.lstm_backward(grad, here, [gates], [c], [w_hh_t])
+    with pytest.raises(RuntimeError, match="the output's gradient must be contiguous"):
+        ext.lstm_backward(torch.randn(5, 2, 4).transpose(0, 1), here, [gates], [c], [w_hh])
+    with pytest.raises(RuntimeError, match="the output's gradient must have shape"):
+        ext.lstm_backward(grad.transpose(0, 1).contiguous(), here, [gates], [c], [w_hh])
+    _, ((gru_gates, gru_h, hn, _),) = ext.gru_forward(
+        [torch.randn(5, 2, 12)], [torch.zeros(12)], [torch.zeros(4)], [torch.randn(4, 12)], here, True
     )
     with pytest.raises(RuntimeError, match="the hidden states must have shape"):
-        ext.gru_backward([grad_out], [gru_gates], [hn], [gru_h[1:]], [torch.randn(12, 4)])
-    ((rnn_h, _),) = ext.rnn_forward([torch.randn(5, 2, 4)], [torch.zeros(4)], [torch.randn(4, 4)], False)
+        ext.gru_backward(grad, here, [gru_gates], [hn], [gru_h[1:]], [torch.randn(12, 4)])
+    _, ((rnn_h, _),) = ext.rnn_forward(
+        [torch.randn(5, 2, 4)], [torch.zeros(4)], [torch.randn(4, 4)], here, False
+    )
     with pytest.raises(RuntimeError, match="the hidden states must have shape"):
-        ext.rnn_backward([grad_out], [rnn_h[:-1]], [torch.randn(4, 4)], False)
+        ext.rnn_backward(grad, here, [rnn_h[:-1]], [torch.randn(4, 4)], False)
     with pytest.raises(RuntimeError, match="one entry per direction"):
-        ext.rnn_forward([torch.randn(5, 2, 4)] * 2, [torch.zeros(4)], [torch.randn(4, 4)] * 2, False)
+        ext.rnn_forward(
+            [torch.randn(5, 2, 4)] * 2, [torch.zeros(4)], [torch.randn(4, 4)] * 2, here * 2, False
+        )
+    with pytest.raises(RuntimeError, match="one entry per direction"):  # positions too
+        ext.rnn_forward(
+            [torch.randn(5, 2, 4)] * 2, [torch.zeros(4)] * 2, [torch.randn(4, 4)] * 2, here, False
+        )
     with pytest.raises(RuntimeError, match="same shapes"):
-        ext.rnn_forward([torch.randn(5, 2, 4), torch.randn(5, 3, 4)], [torch.zeros(4)] * 2, [w_hh] * 2, False)
+        ext.rnn_forward(
+            [torch.randn(5, 2, 4), torch.randn(5, 3, 4)], [torch.zeros(4)] * 2, [w_hh] * 2, here * 2, False
+        )
 
 
 @pytest.mark.parametrize("threads", [1, 3, 4])
@@ -261,19 +276,57 @@ def test_two_layers_side_by_side_compute_what_each_computes_alone(cell, dtype):
     torch.manual_seed(7)
     forward, backward = CELLS[cell](5, 8), CELLS[cell](5, 8)
     inputs = [torch.randn(20, 9, 5, requires_grad=True) for _ in range(2)]
-    grad_out = [torch.randn(20, 9, 8) for _ in range(2)]
+    grad_out = torch.randn(20, 9, 16)
+    weights = [*inputs, *forward.parameters(), *backward.parameters()]
     together = cpp_loop.run_directions([forward, backward], inputs, dtype)
-    together_grads = torch.autograd.grad(
-        together, [*inputs, *forward.parameters(), *backward.parameters()], grad_out
+    together_grads = torch.autograd.grad(together, weights, grad_out)
+    alone = torch.cat(
+        [cpp_loop.run(m, x, dtype) for m, x in zip([forward, backward], inputs, strict=True)], dim=2
     )
-    alone = [cpp_loop.run(m, x, dtype) for m, x in zip([forward, backward], inputs, strict=True)]
-    alone_grads = torch.autograd.grad(
-        alone, [*inputs, *forward.parameters(), *backward.parameters()], grad_out
-    )
+    alone_grads = torch.autograd.grad(alone, weights, grad_out)
     # In bfloat16 a product's rounding may differ with the rows it is split into (threads).
     tolerance = 1e-5 if dtype == torch.float32 else BFLOAT16_RELATIVE
-    for got, expected in zip([*together, *together_grads], [*alone, *alone_grads], strict=True):
+    for got, expected in zip([together, *together_grads], [alone, *alone_grads], strict=True):
         assert (got - expected).abs().max() <= tolerance * expected.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_reversed_direction_writes_its_states_back_in_reading_order(cell, dtype):
+    """With the within-length reversal as positions, the loop does what reverse_padded would do to
+    the reverse direction's states, and reads their gradients from the same places."""
+    torch.manual_seed(11)
+    forward, backward = CELLS[cell](5, 8), CELLS[cell](5, 8)
+    lengths = torch.tensor([9, 1, 4, 7, 9, 2])
+    inputs = torch.randn(6, 9, 5, requires_grad=True)
+    grad_out = torch.randn(6, 9, 16)
+    weights = [inputs, *forward.parameters(), *backward.parameters()]
+    placed = cpp_loop.run_directions(
+        [forward, backward],
+        [inputs, reverse_padded(inputs, lengths)],
+        dtype,
+        [None, reversed_positions(lengths, 9)],
+    )
+    placed_grads = torch.autograd.grad(placed, weights, grad_out)
+    states = [
+        cpp_loop.run(m, x, dtype)
+        for m, x in zip([forward, backward], [inputs, reverse_padded(inputs, lengths)], strict=True)
+    ]
+    moved = torch.cat([states[0], reverse_padded(states[1], lengths)], dim=2)
+    moved_grads = torch.autograd.grad(moved, weights, grad_out)
+    tolerance = 1e-5 if dtype == torch.float32 else BFLOAT16_RELATIVE
+    for got, expected in zip([placed, *placed_grads], [moved, *moved_grads], strict=True):
+        assert (got - expected).abs().max() <= tolerance * expected.abs().max()
+
+
+def test_positions_outside_the_steps_are_refused_before_anything_is_written():
+    module = CELLS["gru"](3, 4)
+    with pytest.raises(RuntimeError, match=r"positions must lie in \[0, time\)"):
+        cpp_loop.run_directions(
+            [module], [torch.randn(2, 3, 3)], torch.float32, [torch.tensor([[0, 1, 3], [2, 1, 0]])]
+        )
+    with pytest.raises(RuntimeError, match="positions must have shape"):
+        cpp_loop.run_directions([module], [torch.randn(2, 3, 3)], torch.float32, [torch.tensor([[0, 1, 2]])])
 
 
 def test_layers_side_by_side_must_match():
@@ -331,8 +384,7 @@ def test_int8_inference_is_exact_about_padding_and_directions_side_by_side(cell)
         )
         together = cpp_loop.run_directions([forward, backward], [padded, padded.flip(1)], torch.int8)
         alone = [cpp_loop.run(m, x, torch.int8) for m, x in [(forward, padded), (backward, padded.flip(1))]]
-    for got, expected in zip(together, alone, strict=True):
-        torch.testing.assert_close(got, expected, atol=0, rtol=0)  # integer sums: no rounding to differ
+    torch.testing.assert_close(together, torch.cat(alone, dim=2), atol=0, rtol=0)  # integer sums: exact
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rnnkit.errors import ConfigError
-from rnnkit.models.kernels import choose_kernel, run_recurrent
+from rnnkit.models.kernels import choose_kernel, run_layer, run_recurrent
 
 CELLS = {
     "lstm": lambda i, h, **kw: nn.LSTM(i, h, batch_first=True, **kw),
@@ -43,25 +43,33 @@ def test_auto_kernel_trains_with_the_path_measured_fastest_on_cpu(monkeypatch, c
     assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == expected
 
 
-@pytest.mark.parametrize(
-    ("cell", "directions", "expected"),
-    [
-        ("lstm", 1, "cpp_loop"),  # the loop's bfloat16 step product beats oneDNN for one direction
-        ("lstm", 2, "native"),  # but not for two side by side
-        ("gru", 1, "cpp_loop"),
-        ("gru", 2, "cpp_loop"),
-        ("rnn_tanh", 2, "cpp_loop"),
-    ],
-)
-def test_bfloat16_autocast_trains_with_the_path_measured_fastest(monkeypatch, cell, directions, expected):
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_bfloat16_autocast_trains_every_cell_on_the_loop_and_predicts_lstm_on_onednn(monkeypatch, cell):
     monkeypatch.setattr(EXTENSION, lambda: object())
     torch.set_flush_denormal(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3), directions) == expected
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the loop's bfloat16 step product wins
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == "cpp_loop"
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():  # inference: oneDNN's LSTM
-        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3), directions) == (
+        assert choose_kernel(CELLS[cell](3, 4), torch.randn(2, 5, 3)) == (
             "native" if cell == "lstm" else "cpp_loop"
         )
+
+
+def test_a_bidirectional_layer_trains_both_directions_in_one_loop_call_under_bfloat16(monkeypatch):
+    monkeypatch.setattr(EXTENSION, lambda: object())
+    calls = []
+
+    def run_directions(modules, inputs, dtype, positions):
+        calls.append((len(modules), positions[0], positions[1].tolist()))
+        return torch.zeros(2, 3, 8)
+
+    monkeypatch.setattr("rnnkit.models.kernels.cpp_loop.run_directions", run_directions)
+    torch.set_flush_denormal(True)
+    modules = [CELLS["lstm"](3, 4), CELLS["lstm"](3, 4)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        run_layer(modules, torch.randn(2, 3, 3), torch.tensor([3, 2]))
+    # The reverse direction's states go back to reading order: step t of a text of length n to n-1-t.
+    assert calls == [(2, None, [[2, 1, 0], [1, 0, 2]])]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +123,7 @@ def test_without_a_compiler_auto_trains_with_the_python_loop_where_it_wins(
 
 def test_auto_kernel_runs_what_it_chooses(monkeypatch):
     called = []
-    monkeypatch.setattr("rnnkit.models.kernels.dispatch.choose_kernel", lambda m, x, n: "python_loop")
+    monkeypatch.setattr("rnnkit.models.kernels.dispatch.choose_kernel", lambda m, x: "python_loop")
     monkeypatch.setattr("rnnkit.models.kernels.python_loop.run", lambda m, x: called.append(x) or x)
     run_recurrent(CELLS["rnn_tanh"](3, 4), torch.randn(2, 5, 3), kernel="auto")
     assert len(called) == 1

@@ -48,20 +48,27 @@ def _torch_reference(encoder: RecurrentEncoder, cell: str, num_layers: int) -> n
     return reference
 
 
+@pytest.mark.parametrize("kernel", ["native", "auto"])  # auto: the compiled loop for GRU and SimpleRNN
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_bidirectional_multilayer_encoder_matches_torch_on_packed_sequences(cell):
+def test_bidirectional_multilayer_encoder_matches_torch_on_packed_sequences(cell, kernel):
     torch.manual_seed(0)
-    encoder = RecurrentEncoder(cell, 4, 5, num_layers=2, bidirectional=True, kernel="native")
+    encoder = RecurrentEncoder(cell, 4, 5, num_layers=2, bidirectional=True, kernel=kernel)
     reference = _torch_reference(encoder, cell, num_layers=2)
     lengths = torch.tensor([6, 1, 4, 3])
     inputs = torch.randn(4, 6, 4)
+    grad_out = torch.randn(4, 6, 10) * padding_mask(lengths, 6).unsqueeze(2)
 
-    outputs = encoder(inputs, lengths)
-    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    leaf = inputs.clone().requires_grad_()
+    outputs = encoder(leaf, lengths)
+    (grad_inputs,) = torch.autograd.grad(outputs, leaf, grad_out)
+    packed_leaf = inputs.clone().requires_grad_()
+    packed = pack_padded_sequence(packed_leaf, lengths, batch_first=True, enforce_sorted=False)
     expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True)
+    (expected_grad,) = torch.autograd.grad(expected, packed_leaf, grad_out)
 
     mask = padding_mask(lengths, 6).unsqueeze(2)
     torch.testing.assert_close(outputs * mask, expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(grad_inputs, expected_grad, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("kernel", ["auto", "native"])
@@ -177,9 +184,8 @@ def test_unknown_pooling_names_the_choices():
     [
         ("gru", True, "auto", True, True),
         ("rnn", True, "auto", True, True),
-        ("lstm", True, "auto", True, False),  # trains on oneDNN's LSTM while denormals are flushed
-        ("lstm", False, "auto", True, True),  # except one direction under bfloat16 autocast
-        ("lstm", True, "auto", False, True),
+        ("lstm", True, "auto", True, True),  # trains on it under bfloat16 autocast, the default
+        ("lstm", False, "auto", False, True),
         ("gru", True, "native", True, False),
     ],
 )
@@ -191,3 +197,36 @@ def test_layers_build_the_compiled_loop_before_training_only_if_they_may_use_it(
     torch.set_flush_denormal(flush)  # conftest puts the default back
     RecurrentLayer(cell, 3, 4, bidirectional=bidirectional, kernel=kernel).prepare_kernels()
     assert bool(calls) is builds
+
+
+def _reference_pooling(name: str, outputs: torch.Tensor, lengths: torch.Tensor, hidden: int) -> torch.Tensor:
+    """The poolings written plainly with autograd's own operations."""
+    if name == "max":
+        mask = torch.arange(outputs.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
+        return outputs.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
+    last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)
+    forward_state = outputs[..., :hidden].gather(1, last).squeeze(1)
+    if outputs.size(2) == hidden:
+        return forward_state
+    return torch.cat([forward_state, outputs[:, 0, hidden:]], dim=1)
+
+
+@pytest.mark.parametrize("name", ["last", "max"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_last_and_max_pooling_train_with_the_gradients_of_their_plain_autograd_form(name, bidirectional):
+    torch.manual_seed(0)
+    hidden = 3
+    outputs = torch.randn(4, 6, hidden * (2 if bidirectional else 1), dtype=torch.float64)
+    outputs[2, 3:] = 1e6  # padding with extreme values gets no gradient
+    lengths = torch.tensor([6, 1, 3, 5])
+    weights = torch.randn(4, outputs.size(2), dtype=torch.float64)
+    grads = []
+    reference = lambda o, n: _reference_pooling(name, o, n, hidden)  # noqa: E731
+    for pool in (build_pooling(name, hidden, bidirectional), reference):
+        leaf = outputs.clone().requires_grad_()
+        pooled = pool(leaf, lengths)
+        (pooled * weights).sum().backward()
+        grads.append((pooled.detach(), leaf.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    assert grads[0][1][2, 3:].abs().sum() == 0

@@ -15,8 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnkit.errors import ConfigError
-from rnnkit.models.kernels import prepare, run_directions, run_recurrent
-from rnnkit.models.sequence import reverse_padded
+from rnnkit.models.kernels import prepare, run_layer
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 """Cell name -> torch module; ``nn.RNN`` is the Elman network with tanh."""
@@ -68,7 +67,7 @@ class RecurrentLayer(nn.Module):
         """Build the compiled CPU loop before training if ``kernel="auto"`` will train with it."""
         if self.kernel == "auto":
             for direction in self.directions:
-                prepare(direction, len(self.directions))
+                prepare(direction)
 
     def forward(self, inputs: Tensor, lengths: Tensor, *, weights_dropped: bool = False) -> Tensor:
         """``(batch, time, input_size)`` -> ``(batch, time, num_directions * hidden_size)``.
@@ -83,11 +82,7 @@ class RecurrentLayer(nn.Module):
                 for i, direction in enumerate(self.directions)
             }
             return torch.func.functional_call(self, dropped, (inputs, lengths), {"weights_dropped": True})
-        if len(self.directions) == 1:
-            return run_recurrent(self.directions[0], inputs, self.kernel)
-        reversed_inputs = reverse_padded(inputs, lengths)
-        forwards, backwards = run_directions(self.directions, [inputs, reversed_inputs], self.kernel)
-        return torch.cat([forwards, reverse_padded(backwards, lengths)], dim=2)
+        return run_layer(self.directions, inputs, lengths, self.kernel)
 
 
 class RecurrentEncoder(nn.Module):

@@ -24,15 +24,21 @@ def reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
     twice gives back the input, which is how reverse-direction outputs are put back in order.
     """
     batch, steps = inputs.shape[:2]
-    positions = torch.arange(steps, device=inputs.device).expand(batch, steps)
-    flipped = lengths.unsqueeze(1) - 1 - positions
-    within = torch.where(flipped >= 0, flipped, positions)
+    within = reversed_positions(lengths, steps)
     # Whole rows of features, one index per (example, step): a gather with an index per element
     # cost 5x more (2 ms of a 20 ms bi-GRU forward pass at batch 64, 254 steps).
     rows = (within + steps * torch.arange(batch, device=inputs.device).unsqueeze(1)).reshape(-1)
     if torch.is_grad_enabled() and inputs.requires_grad:
         return _ReverseRows.apply(inputs, rows)
     return _select_rows(inputs, rows)
+
+
+def reversed_positions(lengths: Tensor, steps: int) -> Tensor:
+    """``(batch, steps)``: where :func:`reverse_padded` moves each step, ``length - 1 - t`` before
+    the length and ``t`` itself in the padding."""
+    positions = torch.arange(steps, device=lengths.device).expand(lengths.size(0), steps)
+    flipped = lengths.unsqueeze(1) - 1 - positions
+    return torch.where(flipped >= 0, flipped, positions)
 
 
 def _select_rows(inputs: Tensor, rows: Tensor) -> Tensor:

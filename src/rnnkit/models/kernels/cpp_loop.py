@@ -37,7 +37,6 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.io import atomic_write_bytes
-from rnnkit.models.sequence import batch_major, time_major
 from rnnkit.runtime import cpu_flags, cpu_has_native_bfloat16
 
 logger = logging.getLogger(__name__)
@@ -181,17 +180,25 @@ def run(module: nn.RNNBase, inputs: Tensor, dtype: torch.dtype | None = None) ->
     ``dtype`` is the matrix-product dtype (default: :func:`compute_dtype`; ``torch.int8``: int8 step
     products, inference only). Raises if the extension cannot be built or the module is not supported.
     """
-    return run_directions([module], [inputs], dtype)[0]
+    return run_directions([module], [inputs], dtype)
 
 
 def run_directions(
-    modules: Sequence[nn.RNNBase], inputs: Sequence[Tensor], dtype: torch.dtype | None = None
-) -> list[Tensor]:
-    """``[run(m, x) for m, x in zip(modules, inputs)]`` in one call: the layers run side by side.
+    modules: Sequence[nn.RNNBase],
+    inputs: Sequence[Tensor],
+    dtype: torch.dtype | None = None,
+    positions: Sequence[Tensor | None] | None = None,
+) -> Tensor:
+    """``torch.cat([run(m, x) for m, x in zip(modules, inputs)], dim=2)`` in one call: the layers run
+    side by side, and each writes its states straight into its columns of the one output.
 
     For the two directions of a bidirectional layer: same cell type, input and hidden sizes, and
     input shapes. Their time loops run in parallel on the available threads (one direction per
-    thread with two threads) instead of one after the other.
+    thread with two threads) instead of one after the other. ``positions[d]`` (``(batch, time)``
+    int64, or None for in place) moves direction ``d``'s state of step ``t`` of row ``b`` to step
+    ``positions[d][b, t]`` of the output, and reads its gradient there: given the within-length
+    reversal of :func:`~rnnkit.models.sequence.reverse_padded`, the reverse direction's states come
+    back in reading order with no reversal of their own.
     """
     ext = extension()
     if ext is None or not all(supports(m, x) for m, x in zip(modules, inputs, strict=True)):
@@ -203,6 +210,7 @@ def run_directions(
     if not _same_layer_shape(modules) or len({x.shape for x in inputs}) > 1:
         raise ValueError("layers run side by side need the same cell, sizes and input shapes")
     kind, dtype = _kind(first), dtype or compute_dtype()
+    places = _positions(positions, len(modules))
     parameters: list[Tensor | None] = []
     for module in modules:
         biases = (module.bias_ih_l0, module.bias_hh_l0) if module.bias else (None, None)
@@ -213,11 +221,20 @@ def run_directions(
                 raise ValueError(
                     "int8 step products are for inference of LSTM, GRU and tanh layers on AVX512-VNNI CPUs"
                 )
-            return [batch_major(h[1:]) for h in _forward_int8(kind, inputs, parameters)]
+            return _forward_int8(kind, inputs, parameters, places)
         if not needs_backward(inputs, parameters):  # inference: keep no gates for a backward pass
-            return [batch_major(h[1:]) for h in _forward(kind, dtype, inputs, parameters, keep=False).states]
-        outputs = _Recurrence.apply(kind, dtype, len(modules), *inputs, *parameters)
-    return list(outputs)
+            return _forward(kind, dtype, inputs, parameters, places, keep=False).output
+        return _Recurrence.apply(kind, dtype, len(modules), places, *inputs, *parameters)
+
+
+def _positions(positions: Sequence[Tensor | None] | None, count: int) -> list[Tensor]:
+    """One positions tensor per direction for the extension: an empty one for in place."""
+    if positions is None:
+        positions = [None] * count
+    if len(positions) != count:
+        raise ValueError(f"positions needs one entry per layer ({count}), got {len(positions)}")
+    empty = torch.empty(0, dtype=torch.long)
+    return [empty if p is None else p.to(torch.long).contiguous() for p in positions]
 
 
 def supports_int8(module: nn.RNNBase) -> bool:
@@ -285,15 +302,20 @@ def _gru_biases(b_ih: Tensor | None, b_hh: Tensor | None, hidden: int) -> tuple[
 class _Forward(NamedTuple):
     """One C++ forward pass over ``count`` layers, and what its backward pass would need."""
 
-    states: list[Tensor]  # (T + 1, B, H) float per layer, row 0 the zero initial state
+    output: Tensor  # (B, T, count * H) float: every layer's states at their positions
     inputs: list[Tensor]  # the time-major inputs in the product dtype
-    kept: list[list[Tensor]]  # what the C++ forward returned per layer
+    kept: list[list[Tensor]]  # what the C++ forward kept per layer
     w_ih: list[Tensor]  # W_ih per layer, in the product dtype
     w_hh: list[Tensor]  # W_hh per layer, in the product dtype
 
 
 def _forward(
-    kind: str, dtype: torch.dtype, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None], keep: bool
+    kind: str,
+    dtype: torch.dtype,
+    inputs: Sequence[Tensor],
+    parameters: Sequence[Tensor | None],
+    positions: list[Tensor],
+    keep: bool,
 ) -> _Forward:
     """Run the layers' time loops; ``keep=False`` (inference) keeps no gates for a backward pass."""
     layers = [parameters[4 * i : 4 * i + 4] for i in range(len(inputs))]
@@ -305,15 +327,13 @@ def _forward(
     ext = extension()
     biases = _cell_biases(kind, layers)
     if kind == "lstm":
-        results = ext.lstm_forward(projections, *biases, w_hh_t, keep)  # gates, h, c, h_low
-        states = [h for _, h, _, _ in results]
+        output, kept = ext.lstm_forward(projections, *biases, w_hh_t, positions, keep)  # gates, c, h_low
     elif kind == "gru":
-        results = ext.gru_forward(projections, *biases, w_hh_t, keep)  # gates, h, hn, h_low
-        states = [h for _, h, _, _ in results]
+        output, kept = ext.gru_forward(projections, *biases, w_hh_t, positions, keep)  # gates, h, hn, h_low
     else:
-        results = ext.rnn_forward(projections, *biases, w_hh_t, kind == "rnn_relu")  # h, h_low
-        states = [h for h, _ in results]
-    return _Forward(states, x_tm, results, w_ih_low, w_hh_low)
+        relu = kind == "rnn_relu"
+        output, kept = ext.rnn_forward(projections, *biases, w_hh_t, positions, relu)  # h, h_low
+    return _Forward(output, x_tm, kept, w_ih_low, w_hh_low)
 
 
 def _cell_biases(kind: str, layers: Sequence[Sequence[Tensor | None]]) -> list[list[Tensor]]:
@@ -334,8 +354,10 @@ def int8_columns(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return quantized.contiguous(), scale.float().contiguous()
 
 
-def _forward_int8(kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None]) -> list[Tensor]:
-    """Int8 inference: the states (T + 1, B, H) float per layer. The recurrent weights are int8 per
+def _forward_int8(
+    kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tensor | None], positions: list[Tensor]
+) -> Tensor:
+    """Int8 inference: the layers' output (B, T, count * H) float. The recurrent weights are int8 per
     column and the states rounded to 8 bits in the step products; the input projection of all steps
     runs in bfloat16 where the CPU has it natively (faster there than int8), else in float32."""
     dtype = torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
@@ -348,60 +370,56 @@ def _forward_int8(kind: str, inputs: Sequence[Tensor], parameters: Sequence[Tens
     ext = extension()
     forward = {"lstm": ext.lstm_forward_int8, "gru": ext.gru_forward_int8}.get(kind, ext.rnn_forward_int8)
     biases = _cell_biases(kind, layers)
-    return forward(projections, *biases, [w for w, _ in weights], [s for _, s in weights])
+    return forward(projections, *biases, [w for w, _ in weights], [s for _, s in weights], positions)
 
 
 class _Recurrence(torch.autograd.Function):
     """``count`` layers of one cell over as many inputs, all time loops in one C++ call.
 
-    Arguments after ``(kind, dtype, count)``: the ``count`` inputs, then per layer ``W_ih, W_hh,
-    b_ih, b_hh`` (biases may be None). The input projection of all steps, the input gradient and
-    both weight gradients are single large products here; the C++ loop does the steps.
+    Arguments after ``(kind, dtype, count, positions)``: the ``count`` inputs, then per layer
+    ``W_ih, W_hh, b_ih, b_hh`` (biases may be None). The input projection of all steps, the input
+    gradient and both weight gradients are single large products here; the C++ loop does the steps.
     """
 
     @staticmethod
-    def forward(ctx, kind, dtype, count, *args):  # type: ignore[override]
+    def forward(ctx, kind, dtype, count, positions, *args):  # type: ignore[override]
         inputs, parameters = args[:count], args[count:]
-        ctx.kind, ctx.count, ctx.input_dtype = kind, count, inputs[0].dtype
-        run = _forward(kind, dtype, inputs, parameters, keep=True)
+        ctx.kind, ctx.count, ctx.input_dtype, ctx.positions = kind, count, inputs[0].dtype, positions
+        run = _forward(kind, dtype, inputs, parameters, positions, keep=True)
         ctx.save_for_backward(*run.w_ih, *run.w_hh)
         ctx.buffers = (run.inputs, run.kept)
-        return tuple(batch_major(h[1:]) for h in run.states)
+        return run.output
 
     @staticmethod
-    def backward(ctx, *grad_outputs):  # type: ignore[override]
-        count, kind = ctx.count, ctx.kind
-        x_tm, results = ctx.buffers
+    def backward(ctx, grad_output):  # type: ignore[override]
+        count, kind, positions = ctx.count, ctx.kind, ctx.positions
+        x_tm, kept = ctx.buffers
         w_ih_low, w_hh_low = ctx.saved_tensors[:count], ctx.saved_tensors[count:]
-        grads = [time_major(g.float()) for g in grad_outputs]
+        grad = grad_output.float().contiguous()
         ext = extension()
         if kind == "lstm":
-            back = ext.lstm_backward(grads, [r[0] for r in results], [r[2] for r in results], list(w_hh_low))
+            gates, cells = [k[0] for k in kept], [k[1] for k in kept]
+            back = ext.lstm_backward(grad, positions, gates, cells, list(w_hh_low))
             per_layer = [(dpre, dpre, bias, bias) for dpre, bias in back]
-            h_low = [r[3] for r in results]
+            h_low = [k[2] for k in kept]
         elif kind == "gru":
-            back = ext.gru_backward(
-                grads,
-                [r[0] for r in results],
-                [r[2] for r in results],
-                [r[1] for r in results],
-                list(w_hh_low),
-            )
+            gates, hns, states = [k[0] for k in kept], [k[2] for k in kept], [k[1] for k in kept]
+            back = ext.gru_backward(grad, positions, gates, hns, states, list(w_hh_low))
             per_layer = [(d_hidden, d_input, b_ih, b_hh) for d_hidden, d_input, b_hh, b_ih in back]
-            h_low = [r[3] for r in results]
+            h_low = [k[3] for k in kept]
         else:
-            back = ext.rnn_backward(grads, [r[0] for r in results], list(w_hh_low), kind == "rnn_relu")
+            back = ext.rnn_backward(grad, positions, [k[0] for k in kept], list(w_hh_low), kind == "rnn_relu")
             per_layer = [(dpre, dpre, bias, bias) for dpre, bias in back]
-            h_low = [r[1] for r in results]
+            h_low = [k[1] for k in kept]
         needs = ctx.needs_input_grad
         grad_inputs: list[Tensor | None] = []
         grad_parameters: list[Tensor | None] = []
         for i, (d_hidden, d_input, b_ih_grad, b_hh_grad) in enumerate(per_layer):
-            at = 3 + count + 4 * i  # position of this layer's W_ih among forward's arguments
+            at = 4 + count + 4 * i  # position of this layer's W_ih among forward's arguments
             steps, batch, width = d_input.shape
             flat = d_input.view(steps * batch, width)
             grad_x = grad_w_ih = grad_w_hh = None
-            if needs[3 + i]:
+            if needs[4 + i]:
                 grad_x = (flat @ w_ih_low[i]).view(steps, batch, -1).transpose(0, 1).to(ctx.input_dtype)
             if needs[at]:
                 grad_w_ih = (flat.t() @ x_tm[i].view(steps * batch, -1)).float()
@@ -415,4 +433,4 @@ class _Recurrence(torch.autograd.Function):
                 b_ih_grad if needs[at + 2] else None,
                 b_hh_grad if needs[at + 3] else None,
             ]
-        return None, None, None, *grad_inputs, *grad_parameters
+        return None, None, None, None, *grad_inputs, *grad_parameters

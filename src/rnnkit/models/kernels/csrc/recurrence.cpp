@@ -20,6 +20,8 @@
 // Every entry point takes lists, one entry per direction, all with the same batch size.
 //
 // Layout: time-major and contiguous; states are (T + 1, B, H) with row 0 the zero initial state.
+// The float states a layer returns are batch-major (B, T, directions * H), written where they belong
+// (see Placement), and their gradient is read from the same layout.
 // `Low` is the dtype of the matrix products: float, or at::BFloat16 for mixed precision (on CPUs
 // with native bfloat16 those products are several times faster). Gates, states, the cell and the
 // returned bias gradients are always float32; the left operands of the products (and of the weight
@@ -311,28 +313,32 @@ struct StepProduct {
     }
 #endif
   }
-  const float* run(const at::Tensor& lhs) {
+  // lhs: this step's (B, K) left operand, all rows (a pointer, not a tensor: a tensor view per step
+  // cost ~1 us, 560 of them in a training step of 280 steps).
+  const float* run(const Low* lhs) {
+    const int64_t K = rhs.size(0);
+    const Low* rows_lhs = lhs + first * K;
     if constexpr (std::is_same_v<Low, uint8_t>) {
 #if defined(__AVX512VNNI__)
-      const int64_t K = rhs.size(0);
-      q8::product(lhs.data_ptr<uint8_t>() + first * K, rows, K,
-                  reinterpret_cast<const q8::Quad*>(packed.data_ptr<int32_t>()), rhs.size(1),
+      q8::product(rows_lhs, rows, K, reinterpret_cast<const q8::Quad*>(packed.data_ptr<int32_t>()), rhs.size(1),
                   scale.data_ptr<float>(), offset.data_ptr<int32_t>(), out.data_ptr<float>());
 #endif
       return out.data_ptr<float>();
-    } else if constexpr (std::is_same_v<Low, float>) {
-      at::mm_out(out, lhs.narrow(0, first, rows), rhs);
     } else {
 #if defined(__AVX512BF16__)
-      if (packed.defined()) {
-        const int64_t K = rhs.size(0);
-        bf16::product(lhs.data_ptr<Low>() + first * K, rows, K,
-                      reinterpret_cast<const bf16::Pair*>(packed.data_ptr<int32_t>()), rhs.size(1),
-                      out.data_ptr<float>());
-        return out.data_ptr<float>();
-      }
+      if constexpr (std::is_same_v<Low, at::BFloat16>)
+        if (packed.defined()) {
+          bf16::product(rows_lhs, rows, K, reinterpret_cast<const bf16::Pair*>(packed.data_ptr<int32_t>()),
+                        rhs.size(1), out.data_ptr<float>());
+          return out.data_ptr<float>();
+        }
 #endif
-      out.copy_(at::mm(lhs.narrow(0, first, rows), rhs));
+      const auto block = at::from_blob(const_cast<Low*>(rows_lhs), {rows, K}, rhs.options());
+      if constexpr (std::is_same_v<Low, float>) {
+        at::mm_out(out, block, rhs);
+      } else {
+        out.copy_(at::mm(block, rhs));
+      }
     }
     return out.data_ptr<float>();
   }
@@ -378,15 +384,38 @@ struct Blocks {
   }
 };
 
+// Where one direction's states go in the layer's output (B, T, directions * H) float, and where their
+// gradients come from in its gradient: step t of row b sits at position positions[b, t] (t itself
+// without positions), in columns [column, column + H). A direction that reads its rows reversed
+// within their lengths thus writes its states back in reading order, beside the other direction's:
+// no reversal, concatenation, or (time, batch) <-> (batch, time) copy is left to do in Python.
+struct Placement {
+  const int64_t* positions;  // (B, T), or nullptr
+  int64_t T, width, column;
+  int64_t at(int64_t t, int64_t b) const {
+    return (b * T + (positions != nullptr ? positions[b * T + t] : t)) * width + column;
+  }
+};
+
+// positions: empty (every step in place) or (B, T) int64 holding a position in [0, T) per step.
+Placement placement(const at::Tensor& positions, int64_t T, int64_t B, int64_t width, int64_t column) {
+  if (positions.numel() == 0) return {nullptr, T, width, column};
+  check(positions, at::kLong, {B, T}, "positions");
+  TORCH_CHECK(positions.min().item<int64_t>() >= 0 && positions.max().item<int64_t>() < T,
+              "positions must lie in [0, time)");
+  return {positions.data_ptr<int64_t>(), T, width, column};
+}
+
 // ----------------------------------------------------------------------------------------- LSTM
 
 // proj: x W_ih^T (T, B, 4H) in Low; bias: b_ih + b_hh (4H) float; w_hh_t: W_hh^T (H, 4H) in Low.
-// Fills the activated gates i, f, g, o (T, B, 4H), h (T+1, B, H), c (T+1, B, H), all float, and h in
-// Low (T+1, B, H), for rows [first, last). Without a backward pass to come (inference) the gates are
-// one step's scratch (1, B, 4H), overwritten at every step.
+// Fills the activated gates i, f, g, o (T, B, 4H) and c (T+1, B, H), both float, h in Low (T+1, B, H),
+// and h in float at its placement in `out`, for rows [first, last). Without a backward pass to come
+// (inference) the gates are one step's scratch (1, B, 4H), overwritten at every step.
 // int8 inference: Low = uint8_t, w_hh_t int8 with its columns' scales in w_scale, proj in `Proj`.
 struct LstmForward {
-  at::Tensor proj, bias, w_hh_t, gates, h, c, h_low, w_scale;
+  at::Tensor proj, bias, w_hh_t, gates, c, h_low, w_scale, out;
+  Placement place;
 };
 
 // Rows between two steps of a kept buffer (T, B, ...): B when it holds every step for the backward
@@ -401,11 +430,11 @@ void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
   const Proj* P = io.proj.data_ptr<Proj>();
   const float* bias_ = io.bias.data_ptr<float>();
   float* G = io.gates.data_ptr<float>();
-  float* Hs = io.h.data_ptr<float>();
+  float* OUT = io.out.data_ptr<float>();
   float* Cs = io.c.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
   for (int64_t t = 0; t < T; ++t) {
-    const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    const float* rec = t > 0 ? product.run(HL + t * B * H) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Proj* p = P + row * 4 * H;
@@ -420,7 +449,7 @@ void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
       }
       const float* c_prev = Cs + row * H;
       float* c_next = Cs + (row + B) * H;
-      float* h_next = Hs + (row + B) * H;
+      float* h_next = OUT + io.place.at(t, b);
       Low* h_next_low = HL + (row + B) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
@@ -432,18 +461,21 @@ void lstm_forward_rows(LstmForward& io, int64_t first, int64_t last) {
         g[3 * H + j] = o;
         const float cell = f * c_prev[j] + i * n;
         c_next[j] = cell;
-        h_next[j] = o * tanh_(cell);
-        h_next_low[j] = from_float<Low>(h_next[j]);
+        const float hidden = o * tanh_(cell);
+        h_next[j] = hidden;
+        h_next_low[j] = from_float<Low>(hidden);
       }
     }
   }
 }
 
-// grad_out: (T, B, H) float; w_hh: (4H, H) in Low. Fills, for rows [first, last), the gradients
-// w.r.t. the gate pre-activations dpre (T, B, 4H) in Low and adds their sum over those rows and all
-// steps to bias_grad (4H) float: this block's share of the bias gradient.
+// grad: the layer output's gradient (B, T, directions * H) float, read at `place`; w_hh: (4H, H) in Low.
+// Fills, for rows [first, last), the gradients w.r.t. the gate pre-activations dpre (T, B, 4H) in Low
+// and adds their sum over those rows and all steps to bias_grad (4H) float: this block's share of the
+// bias gradient.
 struct LstmBackward {
-  at::Tensor grad_out, gates, c, w_hh, dpre, bias_grads;  // bias_grads: (blocks, 4H), one row per block
+  at::Tensor grad, gates, c, w_hh, dpre, bias_grads;  // bias_grads: (blocks, 4H), one row per block
+  Placement place;
 };
 
 template <typename Low>
@@ -452,7 +484,7 @@ void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t 
   auto dh = at::empty({H}, io.gates.options());
   auto dc_carry = at::zeros({last - first, H}, io.gates.options());  // dc of step t+1 times f of step t+1
   StepProduct<Low> product(io.w_hh, first, last);
-  const float* GO = io.grad_out.data_ptr<float>();
+  const float* GO = io.grad.data_ptr<float>();
   const float* G = io.gates.data_ptr<float>();
   const float* Cs = io.c.data_ptr<float>();
   Low* D = io.dpre.data_ptr<Low>();
@@ -460,10 +492,10 @@ void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t 
   float* dh_ = dh.data_ptr<float>();
   float* DC = dc_carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const float* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
+    const float* rec = t < T - 1 ? product.run(D + (t + 1) * B * 4 * H) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
-      const float* go = GO + row * H;
+      const float* go = GO + io.place.at(t, b);
       if (rec != nullptr) {
         const float* r = rec + (b - first) * H;
 #pragma omp simd
@@ -503,11 +535,13 @@ void lstm_backward_rows(LstmBackward& io, int64_t block, int64_t first, int64_t 
 
 // proj: x W_ih^T (T, B, 3H) in Low; bias: b_ih + (b_hr, b_hz, 0) (3H) float; b_hn: (H) float;
 // w_hh_t: W_hh^T (H, 3H) in Low (n = tanh(x_n + b_in + r * (h W_hn^T + b_hn))). Fills r, z, n
-// (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, and h in Low, for rows
-// [first, last). Without a backward pass to come, gates and hn are one step's scratch (1, B, ...).
+// (T, B, 3H), h (T+1, B, H), the kept h W_hn^T + b_hn (T, B, H), all float, h in Low, and h in float
+// at its placement in `out`, for rows [first, last). Without a backward pass to come, gates and hn
+// are one step's scratch (1, B, ...).
 // int8 inference: Low = uint8_t, w_hh_t int8 with its columns' scales in w_scale, proj in `Proj`.
 struct GruForward {
-  at::Tensor proj, bias, b_hn, w_hh_t, gates, h, hn, h_low, w_scale;
+  at::Tensor proj, bias, b_hn, w_hh_t, gates, h, hn, h_low, w_scale, out;
+  Placement place;
 };
 
 template <typename Low, typename Proj = Low>
@@ -522,8 +556,9 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
   float* Hs = io.h.data_ptr<float>();
   float* HN = io.hn.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
+  float* OUT = io.out.data_ptr<float>();
   for (int64_t t = 0; t < T; ++t) {
-    const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    const float* rec = t > 0 ? product.run(HL + t * B * H) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Proj* p = P + row * 3 * H;
@@ -533,6 +568,7 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
       float* h_next = Hs + (row + B) * H;
       float* hn_t = HN + (t * gates_stride + b) * H;
       Low* h_next_low = HL + (row + B) * H;
+      float* out = OUT + io.place.at(t, b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float rec_r = r != nullptr ? to_float(r[j]) : 0.0f;
@@ -546,8 +582,10 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
         g[H + j] = update;
         g[2 * H + j] = n;
         hn_t[j] = hidden_n;
-        h_next[j] = n + update * (h_prev[j] - n);
-        h_next_low[j] = from_float<Low>(h_next[j]);
+        const float hidden = n + update * (h_prev[j] - n);
+        h_next[j] = hidden;
+        out[j] = hidden;
+        h_next_low[j] = from_float<Low>(hidden);
       }
     }
   }
@@ -557,7 +595,8 @@ void gru_forward_rows(GruForward& io, int64_t first, int64_t last) {
 // w.r.t. x W_ih^T + b_ih (d_input) (T, B, 3H), and adds their float sums over those rows and all
 // steps to this block's rows of b_hh_grads and b_ih_grads ((blocks, 3H) each).
 struct GruBackward {
-  at::Tensor grad_out, gates, hn, h, w_hh, d_hidden, d_input, b_hh_grads, b_ih_grads;
+  at::Tensor grad, gates, hn, h, w_hh, d_hidden, d_input, b_hh_grads, b_ih_grads;
+  Placement place;  // where grad holds this direction's states' gradients
 };
 
 template <typename Low>
@@ -565,7 +604,7 @@ void gru_backward_rows(GruBackward& io, int64_t block, int64_t first, int64_t la
   const int64_t T = io.gates.size(0), B = io.gates.size(1), H = io.gates.size(2) / 3;
   auto carry = at::zeros({last - first, H}, io.gates.options());  // dh of step t+1 times z of step t+1
   StepProduct<Low> product(io.w_hh, first, last);
-  const float* GO = io.grad_out.data_ptr<float>();
+  const float* GO = io.grad.data_ptr<float>();
   const float* G = io.gates.data_ptr<float>();
   const float* HN = io.hn.data_ptr<float>();
   const float* Hs = io.h.data_ptr<float>();
@@ -575,10 +614,10 @@ void gru_backward_rows(GruBackward& io, int64_t block, int64_t first, int64_t la
   float* BI = io.b_ih_grads[block].data_ptr<float>();
   float* CA = carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const float* rec = t < T - 1 ? product.run(io.d_hidden[t + 1]) : nullptr;
+    const float* rec = t < T - 1 ? product.run(DH + (t + 1) * B * 3 * H) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
-      const float* go = GO + row * H;
+      const float* go = GO + io.place.at(t, b);
       const float* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       const float* g = G + row * 3 * H;
       const float* hn_t = HN + row * H;
@@ -614,12 +653,13 @@ void gru_backward_rows(GruBackward& io, int64_t block, int64_t first, int64_t la
 // ------------------------------------------------------------------------------------ Elman RNN
 
 // proj: x W_ih^T (T, B, H) in Low; bias: b_ih + b_hh (H) float; w_hh_t: W_hh^T (H, H) in Low.
-// Fills h (T+1, B, H) float and in Low for rows [first, last).
+// Fills h (T+1, B, H) float and in Low, and h at its placement in `out`, for rows [first, last).
 // int8 inference (tanh only): as GruForward.
 struct RnnForward {
   at::Tensor proj, bias, w_hh_t, h, h_low;
   bool relu;
-  at::Tensor w_scale;
+  at::Tensor w_scale, out;
+  Placement place;
 };
 
 template <typename Low, typename Proj = Low>
@@ -631,8 +671,9 @@ void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
   const float* bias_ = io.bias.data_ptr<float>();
   float* Hs = io.h.data_ptr<float>();
   Low* HL = io.h_low.data_ptr<Low>();
+  float* OUT = io.out.data_ptr<float>();
   for (int64_t t = 0; t < T; ++t) {
-    const float* rec = t > 0 ? product.run(io.h_low[t]) : nullptr;
+    const float* rec = t > 0 ? product.run(HL + t * B * H) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
       const Proj* p = P + row * H;
@@ -648,8 +689,12 @@ void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) s[j] = tanh_(s[j]);
       }
+      float* out = OUT + io.place.at(t, b);
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) s_low[j] = from_float<Low>(s[j]);
+      for (int64_t j = 0; j < H; ++j) {
+        s_low[j] = from_float<Low>(s[j]);
+        out[j] = s[j];
+      }
     }
   }
 }
@@ -657,8 +702,9 @@ void rnn_forward_rows(RnnForward& io, int64_t first, int64_t last) {
 // Fills the gradients w.r.t. the pre-activations dpre (T, B, H) in Low for rows [first, last) and
 // adds their float sum to this block's row of bias_grads (blocks, H).
 struct RnnBackward {
-  at::Tensor grad_out, h, w_hh, dpre, bias_grads;
+  at::Tensor grad, h, w_hh, dpre, bias_grads;
   bool relu;
+  Placement place;  // where grad holds this direction's states' gradients
 };
 
 template <typename Low>
@@ -666,15 +712,15 @@ void rnn_backward_rows(RnnBackward& io, int64_t block, int64_t first, int64_t la
   const int64_t T = io.h.size(0) - 1, B = io.h.size(1), H = io.h.size(2);
   const bool relu = io.relu;
   StepProduct<Low> product(io.w_hh, first, last);
-  const float* GO = io.grad_out.data_ptr<float>();
+  const float* GO = io.grad.data_ptr<float>();
   const float* Hs = io.h.data_ptr<float>();
   Low* D = io.dpre.data_ptr<Low>();
   float* DB = io.bias_grads[block].data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const float* rec = t < T - 1 ? product.run(io.dpre[t + 1]) : nullptr;
+    const float* rec = t < T - 1 ? product.run(D + (t + 1) * B * H) : nullptr;
     for (int64_t b = first; b < last; ++b) {
       const int64_t row = t * B + b;
-      const float* go = GO + row * H;
+      const float* go = GO + io.place.at(t, b);
       const float* r = rec != nullptr ? rec + (b - first) * H : nullptr;
       const float* s = Hs + (row + B) * H;
       Low* d = D + row * H;
@@ -718,20 +764,22 @@ int64_t check_forward(const at::Tensor& proj, const at::Tensor& bias, const at::
   return H;
 }
 
-// grad_out (T, B, H) float; w_hh (gates * H, H) in the product dtype. Returns grad_out's sizes.
-std::vector<int64_t> check_backward(const at::Tensor& grad_out, const at::Tensor& w_hh, int64_t gates) {
-  TORCH_CHECK(grad_out.dim() == 3, "grad_out must be (time, batch, hidden)");
-  const int64_t H = grad_out.size(2);
-  check(grad_out, at::kFloat, "grad_out");
+// The gradient of the output (B, T, directions * H) float of a layer of T steps over B rows, and one
+// direction's recurrent weight w_hh (gates * H, H) in the product dtype. Returns (T, B, H).
+std::vector<int64_t> check_backward(const at::Tensor& grad, int64_t T, int64_t B, size_t directions,
+                                    const at::Tensor& w_hh, int64_t gates) {
+  TORCH_CHECK(w_hh.dim() == 2, "the recurrent weight must be (gates * hidden, hidden)");
+  const int64_t H = w_hh.size(1);
   check(w_hh, product_dtype(w_hh, "the recurrent weight"), {gates * H, H}, "the recurrent weight");
-  return grad_out.sizes().vec();
+  check(grad, at::kFloat, {B, T, static_cast<int64_t>(directions) * H}, "the output's gradient");
+  return {T, B, H};
 }
 
-// What the forward pass kept, for a backward over grad_out (T, B, H): float tensors of (T + extra,
+// What the forward pass kept, for a backward over (T, B, H) states: float tensors of (T + extra,
 // B, width * H).
-void check_kept(const at::Tensor& kept, const std::vector<int64_t>& grad_shape, int64_t extra, int64_t width,
+void check_kept(const at::Tensor& kept, const std::vector<int64_t>& shape, int64_t extra, int64_t width,
                 const char* name) {
-  check(kept, at::kFloat, {grad_shape[0] + extra, grad_shape[1], width * grad_shape[2]}, name);
+  check(kept, at::kFloat, {shape[0] + extra, shape[1], width * shape[2]}, name);
 }
 
 // The directions of one call: as many entries in every list, one shape and product dtype for all
@@ -749,41 +797,58 @@ size_t check_directions(const std::vector<std::vector<at::Tensor>>& lists) {
 }
 
 using Lists = std::vector<std::vector<at::Tensor>>;
+using Positions = std::vector<at::Tensor>;  // per direction: empty, or (B, T) int64 (see Placement)
+
+// Direction d of `count` (T, B, H) layers in a (B, T, count * H) output.
+Placement place(const Positions& positions, size_t d, size_t count, int64_t T, int64_t B, int64_t H) {
+  TORCH_CHECK(positions.size() == count, "every argument needs one entry per direction");
+  return placement(positions[d], T, B, static_cast<int64_t>(count) * H, static_cast<int64_t>(d) * H);
+}
+
+// The output of `count` directions of (T, B, H) states, side by side: (B, T, count * H) float.
+at::Tensor layer_output(size_t count, int64_t T, int64_t B, int64_t H, const at::TensorOptions& f32) {
+  return at::empty({B, T, static_cast<int64_t>(count) * H}, f32);
+}
 
 // keep: keep the gates for lstm_backward (training); false keeps only the states (inference).
-Lists lstm_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                   const std::vector<at::Tensor>& w_hh_ts, bool keep) {
+// Returns the layer's output and, per direction, the gates, c and h in Low.
+std::tuple<at::Tensor, Lists> lstm_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                           const std::vector<at::Tensor>& w_hh_ts, const Positions& positions,
+                                           bool keep) {
   const size_t count = check_directions({projs, biases, w_hh_ts});
+  const int64_t T = projs[0].size(0), B = projs[0].size(1);
+  const int64_t H = check_forward(projs[0], biases[0], w_hh_ts[0], 4);
+  auto f32 = projs[0].options().dtype(at::kFloat);
+  auto out = layer_output(count, T, B, H, f32);
   std::vector<LstmForward> io;
   for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 4);
-    const int64_t T = projs[d].size(0), B = projs[d].size(1);
-    auto f32 = projs[d].options().dtype(at::kFloat);
+    check_forward(projs[d], biases[d], w_hh_ts[d], 4);
     io.push_back({projs[d], biases[d], w_hh_ts[d], at::empty({keep ? T : 1, B, 4 * H}, f32), states(T, B, H, f32),
-                  states(T, B, H, f32), states(T, B, H, projs[d].options())});
+                  states(T, B, H, projs[d].options()), {}, out, place(positions, d, count, T, B, H)});
   }
   by_product_dtype(projs[0], [&](auto low) {
-    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+    Blocks(count, B).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
       lstm_forward_rows<decltype(low)>(io[d], first, last);
     });
   });
-  Lists out;
-  for (auto& d : io) out.push_back({d.gates, d.h, d.c, d.h_low});
-  return out;
+  Lists kept;
+  for (auto& d : io) kept.push_back({d.gates, d.c, d.h_low});
+  return {out, kept};
 }
 
 // Returns, per direction, dpre (T, B, 4H) in Low and the bias gradient (4H) float.
-Lists lstm_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<at::Tensor>& gates,
+Lists lstm_backward(const at::Tensor& grad, const Positions& positions, const std::vector<at::Tensor>& gates,
                     const std::vector<at::Tensor>& cs, const std::vector<at::Tensor>& w_hhs) {
-  const size_t count = check_directions({grad_outs, gates, cs, w_hhs});
-  const Blocks blocks(count, grad_outs[0].size(1));
+  const size_t count = check_directions({gates, cs, w_hhs});
+  const Blocks blocks(count, gates[0].size(1));
   std::vector<LstmBackward> io;
   for (size_t d = 0; d < count; ++d) {
-    const auto shape = check_backward(grad_outs[d], w_hhs[d], 4);
+    const auto shape = check_backward(grad, gates[d].size(0), gates[d].size(1), count, w_hhs[d], 4);
+    const int64_t T = shape[0], B = shape[1], H = shape[2];
     check_kept(gates[d], shape, 0, 4, "the activated gates");
     check_kept(cs[d], shape, 1, 1, "the cell states");
-    io.push_back({grad_outs[d], gates[d], cs[d], w_hhs[d], at::empty({shape[0], shape[1], 4 * shape[2]}, w_hhs[d].options()),
-                  at::zeros({blocks.blocks, 4 * shape[2]}, gates[d].options())});
+    io.push_back({grad, gates[d], cs[d], w_hhs[d], at::empty({T, B, 4 * H}, w_hhs[d].options()),
+                  at::zeros({blocks.blocks, 4 * H}, gates[d].options()), place(positions, d, count, T, B, H)});
   }
   by_product_dtype(w_hhs[0], [&](auto low) {
     blocks.run([&](int64_t d, int64_t block, int64_t first, int64_t last) {
@@ -795,48 +860,53 @@ Lists lstm_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<
   return out;
 }
 
-// keep: as lstm_forward's, for the gates and hn.
-Lists gru_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                  const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts, bool keep) {
+// keep: as lstm_forward's, for the gates and hn. Returns the layer's output and, per direction, the
+// gates, h (float), hn and h in Low.
+std::tuple<at::Tensor, Lists> gru_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                          const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts,
+                                          const Positions& positions, bool keep) {
   const size_t count = check_directions({projs, biases, b_hns, w_hh_ts});
+  const int64_t T = projs[0].size(0), B = projs[0].size(1);
+  const int64_t H = check_forward(projs[0], biases[0], w_hh_ts[0], 3);
+  auto f32 = projs[0].options().dtype(at::kFloat);
+  auto out = layer_output(count, T, B, H, f32);
+  const int64_t kept_steps = keep ? T : 1;
   std::vector<GruForward> io;
   for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 3);
+    check_forward(projs[d], biases[d], w_hh_ts[d], 3);
     check(b_hns[d], at::kFloat, {H}, "b_hn");
-    const int64_t T = projs[d].size(0), B = projs[d].size(1);
-    auto f32 = projs[d].options().dtype(at::kFloat);
-    const int64_t kept = keep ? T : 1;
-    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({kept, B, 3 * H}, f32), states(T, B, H, f32),
-                  at::empty({kept, B, H}, f32), states(T, B, H, projs[d].options())});
+    io.push_back({projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({kept_steps, B, 3 * H}, f32),
+                  states(T, B, H, f32), at::empty({kept_steps, B, H}, f32), states(T, B, H, projs[d].options()), {},
+                  out, place(positions, d, count, T, B, H)});
   }
   by_product_dtype(projs[0], [&](auto low) {
-    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+    Blocks(count, B).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
       gru_forward_rows<decltype(low)>(io[d], first, last);
     });
   });
-  Lists out;
-  for (auto& d : io) out.push_back({d.gates, d.h, d.hn, d.h_low});
-  return out;
+  Lists kept;
+  for (auto& d : io) kept.push_back({d.gates, d.h, d.hn, d.h_low});
+  return {out, kept};
 }
 
 // Returns, per direction, d_hidden and d_input (T, B, 3H) in Low and the b_hh and b_ih gradients.
-Lists gru_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<at::Tensor>& gates,
+Lists gru_backward(const at::Tensor& grad, const Positions& positions, const std::vector<at::Tensor>& gates,
                    const std::vector<at::Tensor>& hns, const std::vector<at::Tensor>& hs,
                    const std::vector<at::Tensor>& w_hhs) {
-  const size_t count = check_directions({grad_outs, gates, hns, hs, w_hhs});
-  const Blocks blocks(count, grad_outs[0].size(1));
+  const size_t count = check_directions({gates, hns, hs, w_hhs});
+  const Blocks blocks(count, gates[0].size(1));
   std::vector<GruBackward> io;
   for (size_t d = 0; d < count; ++d) {
-    const auto shape = check_backward(grad_outs[d], w_hhs[d], 3);
+    const auto shape = check_backward(grad, gates[d].size(0), gates[d].size(1), count, w_hhs[d], 3);
     check_kept(gates[d], shape, 0, 3, "the activated gates");
     check_kept(hns[d], shape, 0, 1, "the kept h W_hn + b_hn");
     check_kept(hs[d], shape, 1, 1, "the hidden states");
     const int64_t T = shape[0], B = shape[1], H = shape[2];
     auto low = w_hhs[d].options();
     auto f32 = gates[d].options();
-    io.push_back({grad_outs[d], gates[d], hns[d], hs[d], w_hhs[d], at::empty({T, B, 3 * H}, low),
-                  at::empty({T, B, 3 * H}, low), at::zeros({blocks.blocks, 3 * H}, f32),
-                  at::zeros({blocks.blocks, 3 * H}, f32)});
+    io.push_back({grad, gates[d], hns[d], hs[d], w_hhs[d], at::empty({T, B, 3 * H}, low), at::empty({T, B, 3 * H}, low),
+                  at::zeros({blocks.blocks, 3 * H}, f32), at::zeros({blocks.blocks, 3 * H}, f32),
+                  place(positions, d, count, T, B, H)});
   }
   by_product_dtype(w_hhs[0], [&](auto low) {
     blocks.run([&](int64_t d, int64_t block, int64_t first, int64_t last) {
@@ -855,37 +925,44 @@ Lists gru_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<a
   return out;
 }
 
-Lists rnn_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                  const std::vector<at::Tensor>& w_hh_ts, bool relu) {
+// Returns the layer's output and, per direction, h (float) and h in Low.
+std::tuple<at::Tensor, Lists> rnn_forward(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                                          const std::vector<at::Tensor>& w_hh_ts, const Positions& positions,
+                                          bool relu) {
   const size_t count = check_directions({projs, biases, w_hh_ts});
+  const int64_t T = projs[0].size(0), B = projs[0].size(1);
+  const int64_t H = check_forward(projs[0], biases[0], w_hh_ts[0], 1);
+  auto f32 = projs[0].options().dtype(at::kFloat);
+  auto out = layer_output(count, T, B, H, f32);
   std::vector<RnnForward> io;
   for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_forward(projs[d], biases[d], w_hh_ts[d], 1);
-    const int64_t T = projs[d].size(0), B = projs[d].size(1);
-    io.push_back({projs[d], biases[d], w_hh_ts[d], states(T, B, H, projs[d].options().dtype(at::kFloat)),
-                  states(T, B, H, projs[d].options()), relu});
+    check_forward(projs[d], biases[d], w_hh_ts[d], 1);
+    io.push_back({projs[d], biases[d], w_hh_ts[d], states(T, B, H, f32), states(T, B, H, projs[d].options()), relu,
+                  {}, out, place(positions, d, count, T, B, H)});
   }
   by_product_dtype(projs[0], [&](auto low) {
-    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+    Blocks(count, B).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
       rnn_forward_rows<decltype(low)>(io[d], first, last);
     });
   });
-  Lists out;
-  for (auto& d : io) out.push_back({d.h, d.h_low});
-  return out;
+  Lists kept;
+  for (auto& d : io) kept.push_back({d.h, d.h_low});
+  return {out, kept};
 }
 
 // Returns, per direction, dpre (T, B, H) in Low and the bias gradient (H) float.
-Lists rnn_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<at::Tensor>& hs,
+Lists rnn_backward(const at::Tensor& grad, const Positions& positions, const std::vector<at::Tensor>& hs,
                    const std::vector<at::Tensor>& w_hhs, bool relu) {
-  const size_t count = check_directions({grad_outs, hs, w_hhs});
-  const Blocks blocks(count, grad_outs[0].size(1));
+  const size_t count = check_directions({hs, w_hhs});
+  const Blocks blocks(count, hs[0].size(1));
   std::vector<RnnBackward> io;
   for (size_t d = 0; d < count; ++d) {
-    const auto shape = check_backward(grad_outs[d], w_hhs[d], 1);
+    TORCH_CHECK(grad.dim() == 3, "the output's gradient must be (batch, time, directions * hidden)");
+    const auto shape = check_backward(grad, grad.size(1), grad.size(0), count, w_hhs[d], 1);
     check_kept(hs[d], shape, 1, 1, "the hidden states");
-    io.push_back({grad_outs[d], hs[d], w_hhs[d], at::empty({shape[0], shape[1], shape[2]}, w_hhs[d].options()),
-                  at::zeros({blocks.blocks, shape[2]}, hs[d].options()), relu});
+    const int64_t T = shape[0], B = shape[1], H = shape[2];
+    io.push_back({grad, hs[d], w_hhs[d], at::empty({T, B, H}, w_hhs[d].options()),
+                  at::zeros({blocks.blocks, H}, hs[d].options()), relu, place(positions, d, count, T, B, H)});
   }
   by_product_dtype(w_hhs[0], [&](auto low) {
     blocks.run([&](int64_t d, int64_t block, int64_t first, int64_t last) {
@@ -899,7 +976,7 @@ Lists rnn_backward(const std::vector<at::Tensor>& grad_outs, const std::vector<a
 
 // int8 inference of LSTM, GRU and tanh layers: what *_forward compute without keeping
 // gates, with the step products in int8 (q8). w_hh_ts (H, gates * H) int8, w_scales (gates * H)
-// float; proj in float32 or bfloat16. Returns, per direction, h (T + 1, B, H) float.
+// float; proj in float32 or bfloat16. Returns the layer's output (B, T, directions * H) float.
 int64_t check_int8_forward(const at::Tensor& proj, const at::Tensor& bias, const at::Tensor& w_hh_t,
                            const at::Tensor& w_scale, int64_t gates) {
   TORCH_CHECK(has_int8_products(), "int8 step products need a CPU with AVX512-VNNI");
@@ -914,68 +991,73 @@ int64_t check_int8_forward(const at::Tensor& proj, const at::Tensor& bias, const
 }
 
 // One int8 forward over the directions: checks each direction's arguments, builds its Io with
-// make(d, T, B, H, float32 options), runs rows(io, first, last, Proj{}) over the row blocks with
-// Proj the projection's dtype, and returns each direction's h (T + 1, B, H) float.
+// make(d, T, B, H, float32 options, output, placement), runs rows(io, first, last, Proj{}) over the row
+// blocks with Proj the projection's dtype, and returns the layer's output.
 template <typename Io, typename Make, typename Rows>
-std::vector<at::Tensor> run_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                                 const std::vector<at::Tensor>& w_hh_ts, const std::vector<at::Tensor>& w_scales,
-                                 int64_t gates, Make&& make, Rows&& rows) {
+at::Tensor run_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                    const std::vector<at::Tensor>& w_hh_ts, const std::vector<at::Tensor>& w_scales,
+                    const Positions& positions, int64_t gates, Make&& make, Rows&& rows) {
   const size_t count = check_directions({projs, biases, w_hh_ts, w_scales});
+  const int64_t T = projs[0].size(0), B = projs[0].size(1);
+  const int64_t H = check_int8_forward(projs[0], biases[0], w_hh_ts[0], w_scales[0], gates);
+  auto f32 = projs[0].options().dtype(at::kFloat);
+  auto out = layer_output(count, T, B, H, f32);
   std::vector<Io> io;
   for (size_t d = 0; d < count; ++d) {
-    const int64_t H = check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], gates);
-    io.push_back(make(d, projs[d].size(0), projs[d].size(1), H, projs[d].options().dtype(at::kFloat)));
+    check_int8_forward(projs[d], biases[d], w_hh_ts[d], w_scales[d], gates);
+    io.push_back(make(d, T, B, H, f32, out, place(positions, d, count, T, B, H)));
   }
   by_product_dtype(projs[0], [&](auto projected) {
-    Blocks(count, projs[0].size(1)).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
+    Blocks(count, B).run([&](int64_t d, int64_t, int64_t first, int64_t last) {
       rows(io[d], first, last, projected);
     });
   });
-  std::vector<at::Tensor> out;
-  for (auto& d : io) out.push_back(d.h);
   return out;
 }
 
 using Options = at::TensorOptions;
 
-std::vector<at::Tensor> lstm_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                                          const std::vector<at::Tensor>& w_hh_ts,
-                                          const std::vector<at::Tensor>& w_scales) {
+at::Tensor lstm_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                             const std::vector<at::Tensor>& w_hh_ts, const std::vector<at::Tensor>& w_scales,
+                             const Positions& positions) {
   return run_int8<LstmForward>(
-      projs, biases, w_hh_ts, w_scales, 4,
-      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32) -> LstmForward {
+      projs, biases, w_hh_ts, w_scales, positions, 4,
+      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32, const at::Tensor& out,
+          Placement placed) -> LstmForward {
         return {projs[d], biases[d], w_hh_ts[d], at::empty({1, B, 4 * H}, f32), states(T, B, H, f32),
-                states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]};
+                states(T, B, H, f32.dtype(at::kByte)), w_scales[d], out, placed};
       },
       [](LstmForward& one, int64_t first, int64_t last, auto projected) {
         lstm_forward_rows<uint8_t, decltype(projected)>(one, first, last);
       });
 }
 
-std::vector<at::Tensor> gru_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                                         const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts,
-                                         const std::vector<at::Tensor>& w_scales) {
+at::Tensor gru_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                            const std::vector<at::Tensor>& b_hns, const std::vector<at::Tensor>& w_hh_ts,
+                            const std::vector<at::Tensor>& w_scales, const Positions& positions) {
   TORCH_CHECK(b_hns.size() == projs.size(), "every argument needs one entry per direction");
   return run_int8<GruForward>(
-      projs, biases, w_hh_ts, w_scales, 3,
-      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32) -> GruForward {
+      projs, biases, w_hh_ts, w_scales, positions, 3,
+      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32, const at::Tensor& out,
+          Placement placed) -> GruForward {
         check(b_hns[d], at::kFloat, {H}, "b_hn");
         return {projs[d], biases[d], b_hns[d], w_hh_ts[d], at::empty({1, B, 3 * H}, f32), states(T, B, H, f32),
-                at::empty({1, B, H}, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d]};
+                at::empty({1, B, H}, f32), states(T, B, H, f32.dtype(at::kByte)), w_scales[d], out, placed};
       },
       [](GruForward& one, int64_t first, int64_t last, auto projected) {
         gru_forward_rows<uint8_t, decltype(projected)>(one, first, last);
       });
 }
 
-std::vector<at::Tensor> rnn_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
-                                         const std::vector<at::Tensor>& w_hh_ts,
-                                         const std::vector<at::Tensor>& w_scales) {
+at::Tensor rnn_forward_int8(const std::vector<at::Tensor>& projs, const std::vector<at::Tensor>& biases,
+                            const std::vector<at::Tensor>& w_hh_ts, const std::vector<at::Tensor>& w_scales,
+                            const Positions& positions) {
   return run_int8<RnnForward>(
-      projs, biases, w_hh_ts, w_scales, 1,
-      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32) -> RnnForward {
+      projs, biases, w_hh_ts, w_scales, positions, 1,
+      [&](size_t d, int64_t T, int64_t B, int64_t H, const Options& f32, const at::Tensor& out,
+          Placement placed) -> RnnForward {
         return {projs[d], biases[d], w_hh_ts[d], states(T, B, H, f32), states(T, B, H, f32.dtype(at::kByte)),
-                false, w_scales[d]};
+                false, w_scales[d], out, placed};
       },
       [](RnnForward& one, int64_t first, int64_t last, auto projected) {
         rnn_forward_rows<uint8_t, decltype(projected)>(one, first, last);
