@@ -76,11 +76,10 @@ class MeanPooling(nn.Module):
 class MaxPooling(nn.Module):
     """The feature-wise maximum over real tokens.
 
-    In training its gradient goes to the first step holding each maximum, as ``torch.max`` gives
-    it (``amax`` would split it among exact ties, which real-valued states almost never have),
-    written into one zero tensor: autograd's ``masked_fill`` and ``amax`` backward make four more
-    full passes over ``(batch, time, width)`` (7.8 ms of a bidirectional LSTM step at batch 64, 280
-    steps, hidden 128, against 4.0).
+    In training, its backward is autograd's for ``amax`` (the gradient split evenly among steps tied
+    at the maximum) written as two passes over ``(batch, time, width)`` instead of the five that
+    autograd's ``masked_fill`` and ``amax`` backward make (7.8 ms of a bidirectional LSTM step at
+    batch 64, 280 steps, hidden 128, against 6.7), with the same numbers, bit for bit.
     """
 
     def forward(self, outputs: Tensor, lengths: Tensor) -> Tensor:
@@ -91,20 +90,21 @@ class MaxPooling(nn.Module):
 
 
 class _MaxOverRealSteps(torch.autograd.Function):
-    """The maximum over the steps ``padding`` leaves, and a backward that scatters into zeros: the
-    maxima sit at real steps (padding is ``-inf``), so no gradient ever reaches padding."""
+    """The maximum over the steps ``padding`` leaves. Padding is ``-inf`` there, so it never ties
+    with a maximum and gets no gradient."""
 
     @staticmethod
     def forward(ctx, outputs: Tensor, padding: Tensor) -> Tensor:  # type: ignore[override]
-        values, steps = outputs.masked_fill(padding, float("-inf")).max(dim=1)
-        ctx.save_for_backward(steps)
-        ctx.shape = outputs.shape
+        masked = outputs.masked_fill(padding, float("-inf"))
+        values = masked.amax(dim=1)
+        ctx.save_for_backward(masked, values)
         return values
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (steps,) = ctx.saved_tensors
-        return grad.new_zeros(ctx.shape).scatter_(1, steps.unsqueeze(1), grad.unsqueeze(1)), None
+        masked, values = ctx.saved_tensors
+        at_maximum = masked == values.unsqueeze(1)
+        return grad.unsqueeze(1).div(at_maximum.sum(dim=1, keepdim=True)) * at_maximum, None
 
 
 class AttentionPooling(nn.Module):
