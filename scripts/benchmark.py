@@ -245,7 +245,7 @@ def timed(device: torch.device, steps: Sequence[Callable[[], object]], warmup: i
     return time.perf_counter() - start
 
 
-def measure_torch(
+def training_steps(
     work: Workload,
     args: argparse.Namespace,
     device: torch.device,
@@ -254,8 +254,9 @@ def measure_torch(
     rnnkit: bool,
     amp: bool,
     embedding_update: str = "dense",
-) -> Timing:
-    """Train seconds over the timed batches (and GPU utilisation), inference seconds over ``infer_docs``."""
+) -> list[Callable[[], object]]:
+    """One closure per batch of ``work.train_batches``: a whole training step (zero_grad, forward,
+    loss, backward, optimizer step) of ``model`` on that batch."""
     torch.manual_seed(args.seed)
     if rnnkit:  # the trainer's optimiser: the same Adam update, fused into one kernel
         cfg = TrainConfig(optimizer="adam", lr=1e-3, embedding_update=embedding_update)
@@ -284,13 +285,30 @@ def measure_torch(
         return step
 
     model.train()
-    steps = [train_step(b) for b in work.train_batches]
+    return [train_step(b) for b in work.train_batches]
+
+
+def measure_torch(
+    work: Workload,
+    args: argparse.Namespace,
+    device: torch.device,
+    model: nn.Module,
+    *,
+    rnnkit: bool,
+    amp: bool,
+    embedding_update: str = "dense",
+) -> Timing:
+    """Train seconds over the timed batches (and GPU utilisation), inference seconds over ``infer_docs``."""
+    steps = training_steps(
+        work, args, device, model, rnnkit=rnnkit, amp=amp, embedding_update=embedding_update
+    )
     if device.type == "cuda":
         with GpuUtilisation(device) as utilisation:
             train_s = timed(device, steps, args.warmup)
         gpu_utilisation = utilisation.mean
     else:
         train_s, gpu_utilisation = timed(device, steps, args.warmup), None
+    autocast = mixed_precision(device, amp)
 
     eval_batch = args.eval_batch_size if rnnkit else args.batch_size
     chunks = [work.infer_docs[i : i + eval_batch] for i in range(0, len(work.infer_docs), eval_batch)]
@@ -313,6 +331,61 @@ def measure_torch(
     steps = [infer_step(c) for c in chunks]
     infer_s = timed(device, [steps[-1], *steps], 1)
     return Timing(train_s, infer_s, gpu_utilisation)
+
+
+@dataclass
+class BatchCosts:
+    """Training-step time against real tokens over the timed batches, fitted as ``fixed + tokens / rate``."""
+
+    cell: str
+    direction: str
+    batches: list[tuple[tuple[int, int], int, float]]  # (batch shape, real tokens, best seconds)
+    fixed_s: float  # per batch, whatever its length
+    tokens_per_s: float  # the marginal rate: each further token
+
+
+def measure_batch_costs(
+    cell: str, bidirectional: bool, work: Workload, args: argparse.Namespace, device: torch.device
+) -> BatchCosts:
+    """Each timed batch of the ``rnnkit`` variant on its own (best of 3 steps), and the least-squares
+    line through them: what a step costs per batch and per token."""
+    model = build_rnnkit(cell, bidirectional, work, args, "auto").to(device)
+    steps = training_steps(work, args, device, model, rnnkit=True, amp=True)
+    timed(device, steps, len(steps))  # warm-up: every batch once
+    batches = []
+    for indices, step in zip(work.train_batches[args.warmup :], steps[args.warmup :], strict=True):
+        ids, lengths, _ = bucketed(work, indices)
+        best = min(timed(device, [step], 0) for _ in range(3))
+        batches.append(((ids.size(0), ids.size(1)), int(lengths.sum()), best))
+    tokens = np.array([b[1] for b in batches], dtype=float)
+    seconds = np.array([b[2] for b in batches])
+    slope, intercept = np.polyfit(tokens, seconds, 1)
+    return BatchCosts(cell, layer_direction(bidirectional), batches, float(intercept), float(1 / slope))
+
+
+def batch_costs_markdown(costs: list[BatchCosts], floors: dict[str, float]) -> str:
+    lines = [
+        "",
+        "Per batch, `rnnkit` (best of 3 steps each; fit: seconds = fixed + tokens / marginal rate):",
+        "",
+        "| cell | dir | batch | real tokens | ms | tokens/s |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for c in costs:
+        for (rows, steps), tokens, seconds in c.batches:
+            lines.append(
+                f"| {c.cell} | {c.direction} | {rows} x {steps} | {tokens:,} | {seconds * 1e3:.1f} "
+                f"| {tokens / seconds:,.0f} |"
+            )
+    lines.append("")
+    for c in costs:
+        floor = floors.get(f"{c.cell} {c.direction}")
+        share = f" ({100 * c.tokens_per_s / floor:.0f}% of the floor)" if floor else ""
+        lines.append(
+            f"{c.cell} {c.direction}: fixed {c.fixed_s * 1e3:.1f} ms per batch, "
+            f"marginal {c.tokens_per_s:,.0f} tokens/s{share}"
+        )
+    return "\n".join(lines)
 
 
 def build_rnnkit(
@@ -613,6 +686,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-floor", action="store_true", help="skip the matrix-product floor (scripts/matmul_floor.py)"
     )
     parser.add_argument(
+        "--batch-costs",
+        action="store_true",
+        help="also time rnnkit's timed batches one by one and split a step's cost into a fixed part "
+        "per batch and a rate per token",
+    )
+    parser.add_argument(
         "--packed",
         action="store_true",
         help="also measure the tutorial with pack_padded_sequence (slow on CPU)",
@@ -628,6 +707,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         )
     if min(args.batches, args.warmup, args.keras_batches, args.infer_batches) < 1:
         parser.error("--batches, --keras-batches, --warmup and --infer-batches must be at least 1")
+    if args.batch_costs and args.batches < 2:
+        parser.error("--batch-costs fits a line through the timed batches: give --batches 2 or more")
     args.keras_batches = min(args.keras_batches, args.batches)
     return args
 
@@ -658,9 +739,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(device, work, args)
     env["floor_tokens_per_s"] = floors
     print(markdown(results, env))
+    costs = []
+    if args.batch_costs and amp_dtype(device) is not None and not args.no_amp:
+        with configure_runtime(TrainConfig(device=str(device), num_threads=args.threads)):
+            costs = [measure_batch_costs(*model, work, args, device) for model in models]
+        print(batch_costs_markdown(costs, floors))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"environment": env, "results": [asdict(r) for r in results]}, handle, indent=2)
+            report = {"environment": env, "results": [asdict(r) for r in results]}
+            report["batch_costs"] = [asdict(c) for c in costs]
+            json.dump(report, handle, indent=2)
     return 0
 
 

@@ -18,9 +18,9 @@ import benchmark
 @pytest.mark.slow
 def test_a_quick_synthetic_run_reports_every_variant_against_the_tutorial(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = ["--cells", "rnn", "--bidirectional", "both", "--batches", "1", "--infer-batches", "1"]
+    args = ["--cells", "rnn", "--bidirectional", "both", "--batches", "2", "--infer-batches", "1"]
     args += ["--batch-size", "4", "--eval-batch-size", "8", "--max-length", "20", "--no-keras", "--packed"]
-    assert benchmark.main([*args, "--frozen-embedding", "--json", str(out)]) == 0
+    assert benchmark.main([*args, "--frozen-embedding", "--batch-costs", "--json", str(out)]) == 0
 
     report = json.loads(out.read_text())
     variants = [(r["direction"], r["variant"]) for r in report["results"]]
@@ -35,6 +35,10 @@ def test_a_quick_synthetic_run_reports_every_variant_against_the_tutorial(tmp_pa
             assert row["train_speedup"] == row["infer_speedup"] == 1.0
     assert report["environment"]["cpu_cores"] >= 1 and report["environment"]["torch"] == torch.__version__
     assert "| rnn | bi | rnnkit float32 |" in capsys.readouterr().out
+    if benchmark.amp_dtype(torch.device("cpu")) is not None:  # the per-batch split of the rnnkit rows
+        costs = report["batch_costs"]
+        assert [(c["cell"], c["direction"]) for c in costs] == [("rnn", "uni"), ("rnn", "bi")]
+        assert all(len(c["batches"]) == 2 and c["tokens_per_s"] != 0 for c in costs)
 
 
 def test_gpu_utilisation_is_the_mean_of_the_samples_taken_while_training(monkeypatch):

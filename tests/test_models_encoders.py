@@ -213,7 +213,7 @@ def _reference_pooling(name: str, outputs: torch.Tensor, lengths: torch.Tensor, 
 
 @pytest.mark.parametrize("name", ["last", "max"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_last_and_max_pooling_train_with_exactly_the_gradients_of_their_plain_autograd_form(name, bidirectional):
+def test_last_and_max_pooling_train_with_exactly_the_gradients_of_plain_autograd(name, bidirectional):
     torch.manual_seed(0)
     hidden = 3
     outputs = torch.randn(4, 6, hidden * (2 if bidirectional else 1), dtype=torch.float64)
