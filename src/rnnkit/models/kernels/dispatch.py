@@ -1,7 +1,7 @@
 """The dispatch policy: which implementation runs one recurrent layer, decided by measurement.
 
-Encoders call :func:`run_recurrent` for every layer and direction, so a faster time loop is
-swapped in here without touching the model code. Three implementations compute the same
+Encoders call :func:`run_layer` for every layer (:func:`run_recurrent` for each direction), so a
+faster time loop is swapped in here without touching the model code. Three implementations compute the same
 recurrence (same gate order, same parameters as the torch modules):
 
 * ``native``: the torch module itself (oneDNN on CPU, cuDNN on CUDA): the reference;
