@@ -1,4 +1,4 @@
-"""``train.embedding_update: rows``: sparse embedding gradients, clipped, applied to the batch's rows only."""
+"""Embedding gradients as rows: the exact update on CPU (the default) and the opt-in lazy one (`rows`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from rnnkit.cli import main
 from rnnkit.config import TrainConfig, load_config
 from rnnkit.errors import ConfigError
 from rnnkit.models import GRUClassifier
-from rnnkit.models.embedders import TokenEmbedder
+from rnnkit.models.embedders import TokenEmbedder, _row_gradient
+from rnnkit.models.kernels import cpp_loop
 from rnnkit.training import experiment
 from rnnkit.training.embedding_rows import RowAdam, clip_grad_norm, use_row_gradients
 from rnnkit.training.trainer import build_optimizer
@@ -153,3 +154,80 @@ def test_the_cli_refuses_row_updates_with_sgd_in_one_line(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "run"), *trainer_tests.cli_args(settings)]) == 2
     err = capsys.readouterr().err
     assert "train.embedding_update=rows" in err and "Traceback" not in err
+
+
+def embedder_and_head(cfg: TrainConfig | None) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A padded embedder under a linear head, with rnnkit's optimizer for ``cfg`` or (None) torch's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(TokenEmbedder(40, 6), nn.Flatten(), nn.Linear(18, 3))
+    if cfg is not None:
+        return model, build_optimizer(cfg, model)
+    return model, torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1, fused=True)
+
+
+def padded_batches() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randint(0, 12, (5, 3), generator=generator) for _ in range(8)]  # ids 0 (padding) .. 11
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_on_cpu_the_exact_update_takes_row_gradients_and_moves_every_row_as_torchs_adam(optimizer):
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05, weight_decay=0.1)
+    model, rows = embedder_and_head(cfg)
+    assert isinstance(rows, RowAdam) and not rows.lazy and model[0].embedding.sparse
+    reference, dense = embedder_and_head(None)
+    if optimizer == "adam":
+        dense = torch.optim.Adam(reference.parameters(), lr=0.05, weight_decay=0.1, fused=True)
+    never_seen = model[0].embedding.weight[12:].detach().clone()  # the batches' ids are 0 .. 11
+    train_steps(model, rows, padded_batches())
+    train_steps(reference, dense, padded_batches())
+    assert not torch.equal(model[0].embedding.weight[12:], never_seen)  # weight decay moves them too
+    for got, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_without_the_compiled_kernels_the_exact_update_takes_the_dense_way(monkeypatch):
+    monkeypatch.setattr(cpp_loop, "extension", lambda: None)
+    model, rows = embedder_and_head(TrainConfig(optimizer="adamw", lr=0.05, weight_decay=0.1))
+    reference, dense = embedder_and_head(None)
+    train_steps(model, rows, padded_batches())
+    train_steps(reference, dense, padded_batches())
+    for got, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_the_compiled_row_gradient_is_torchs_unique_and_index_add_bit_for_bit(monkeypatch):
+    if cpp_loop.extension() is None:
+        pytest.skip("rnnkit's compiled kernels are unavailable here")
+    ids = torch.tensor([[7, 0, 3, 7], [3, 3, 9, 0]])  # repeats, and padding (id 0) twice
+    grad = torch.randn(ids.numel(), 5, generator=torch.Generator().manual_seed(0))
+    compiled = _row_gradient(ids, grad, 12)
+    monkeypatch.setattr(cpp_loop, "extension", lambda: None)
+    reference = _row_gradient(ids, grad, 12)
+    assert compiled.is_coalesced() and compiled._indices()[0].tolist() == [0, 3, 7, 9]
+    torch.testing.assert_close(compiled._values(), reference._values(), atol=0, rtol=0)
+    assert not compiled._values()[0].any()  # the padding row gets no gradient
+
+
+def test_the_compiled_update_refuses_rows_out_of_order():
+    kernels = cpp_loop.extension()
+    if kernels is None:
+        pytest.skip("rnnkit's compiled kernels are unavailable here")
+    weight, m, v = torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4, 2)
+    with pytest.raises(RuntimeError, match="rows must be increasing"):
+        kernels.adam_from_rows(
+            weight, m, v, torch.tensor([2, 1]), torch.ones(2, 2), 0.1, 0.9, 0.999, 1e-8, 0.0, False, 1
+        )
+
+
+@pytest.mark.parametrize(
+    "cfg, world_size",
+    [(TrainConfig(compile=True), 1), (TrainConfig(), 2), (TrainConfig(optimizer="sgd"), 1)],
+    ids=["compiled", "torchrun", "sgd"],
+)
+def test_the_embedding_keeps_its_dense_gradient_where_rows_cannot_go(monkeypatch, cfg, world_size):
+    monkeypatch.setattr(distributed, "get_world_size", lambda: world_size)
+    model = GRUClassifier(8, 2, embedding_dim=4, hidden_size=4)
+    optimizer = build_optimizer(cfg, model)
+    assert not isinstance(optimizer, RowAdam)
+    assert not model.embedder.embedding.sparse

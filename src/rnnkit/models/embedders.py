@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnkit.models.kernels import cpp_loop
+
 PAD_ID = 0
 
 
@@ -69,9 +71,9 @@ class _CpuEmbedding(torch.autograd.Function):
     64 x 280 tokens, and slower still with two threads on a busy machine (measured: 5.6 ms against
     2.3 ms on one thread).
 
-    With ``sparse`` (``nn.Embedding(sparse=True)``, set by ``train.embedding_update: rows``) the
-    gradient holds only the rows of the batch's ids, as a sparse tensor: one row per distinct id,
-    summed the same way.
+    With ``sparse`` (``nn.Embedding(sparse=True)``, set where the optimizer takes row gradients:
+    :mod:`rnnkit.training.embedding_rows`) the gradient holds only the rows of the batch's ids, as a
+    sparse tensor: one row per distinct id, summed the same way.
     """
 
     @staticmethod
@@ -85,14 +87,22 @@ class _CpuEmbedding(torch.autograd.Function):
         (token_ids,) = ctx.saved_tensors
         width = grad_output.size(-1)
         if ctx.sparse:
-            rows, positions = torch.unique(token_ids.reshape(-1), return_inverse=True)
-            values = grad_output.new_zeros(rows.numel(), width)
-            values.index_add_(0, positions, grad_output.reshape(-1, width))
-            values[rows == PAD_ID] = 0
-            size = (ctx.num_weights, width)
-            grad = torch.sparse_coo_tensor(rows[None], values, size, check_invariants=False)
-            return None, grad, None
+            return None, _row_gradient(token_ids, grad_output.reshape(-1, width), ctx.num_weights), None
         grad = grad_output.new_zeros(ctx.num_weights, width)
         grad.index_add_(0, token_ids.reshape(-1), grad_output.reshape(-1, width))
         grad[PAD_ID] = 0
         return None, grad, None
+
+
+def _row_gradient(token_ids: Tensor, grad: Tensor, num_weights: int) -> Tensor:
+    """The embedding's gradient as a coalesced sparse tensor: one row per distinct id, in order."""
+    kernels = cpp_loop.extension() if grad.device.type == "cpu" and grad.dtype == torch.float32 else None
+    if kernels is not None:  # one pass over the ids, no sort
+        rows, values = kernels.embedding_rows_grad(token_ids, grad, num_weights, PAD_ID)
+    else:
+        rows, positions = torch.unique(token_ids.reshape(-1), return_inverse=True)
+        values = grad.new_zeros(rows.numel(), grad.size(1))
+        values.index_add_(0, positions.reshape(-1), grad)
+        values[rows == PAD_ID] = 0
+    size = (num_weights, grad.size(1))
+    return torch.sparse_coo_tensor(rows[None], values, size, check_invariants=False, is_coalesced=True)

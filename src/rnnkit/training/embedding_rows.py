@@ -1,12 +1,19 @@
-"""The opt-in row-wise embedding update (``train.embedding_update: rows``): faster, not exact.
+"""Embedding gradients as rows: the exact update's fast path on CPU, and the opt-in lazy update.
 
-By default the embedding's gradient is a dense ``(vocabulary, dim)`` matrix and Adam updates every
-row of it at every step, as the maths of Adam asks: rows of words not in the batch still move,
-because their moments decay; with hundreds of thousands of words that dominates a CPU training
-step. Here the gradient stays sparse from the embedding's backward (one row per distinct id of the
-batch) through clipping into the optimizer, which updates only those rows and their moments: "lazy"
-Adam, as TensorFlow's ``LazyAdam`` and torch's ``SparseAdam`` do. Weight decay, like the moments,
-touches only the batch's rows. Every other parameter gets torch's fused Adam/AdamW, unchanged.
+An embedding's gradient is zero outside the rows of the batch's words. Left dense it is a
+``(vocabulary, dim)`` matrix that has to be zero-filled, scattered into and read by Adam at every
+step. Here it stays sparse from the embedding's backward (one row per distinct id of the batch)
+through clipping into :class:`RowAdam`, which applies it one of two ways:
+
+* **exact** (``train.embedding_update: dense``, on CPU): every row moves, as the maths of Adam asks
+  (rows of words not in the batch still move, because their moments decay), in one compiled pass
+  over the weights and both moments that reads each row's gradient from the rows, or zero
+  (``csrc/adam.cpp``). Same formulas as torch's fused Adam, equal to it up to rounding.
+* **lazy** (``train.embedding_update: rows``, opt-in): only the batch's rows and their moments
+  move, as TensorFlow's ``LazyAdam`` and torch's ``SparseAdam`` do; weight decay, like the moments,
+  touches only the batch's rows. Faster with very large vocabularies; not the same maths.
+
+Every other parameter gets torch's fused Adam/AdamW, unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+
+from rnnkit.models.kernels import cpp_loop
 
 __all__ = ["RowAdam", "clip_grad_norm", "use_row_gradients"]
 
@@ -29,18 +38,21 @@ def use_row_gradients(model: nn.Module) -> int:
 
 
 class RowAdam(torch.optim.Adam):
-    """Adam (``decoupled_weight_decay=True``: AdamW) that updates a parameter with a sparse gradient
-    on the gradient's rows only; parameters with dense gradients get the parent's update.
+    """Adam (``decoupled_weight_decay=True``: AdamW) that applies a parameter's sparse gradient
+    exactly (``lazy=False``: every row moves, as with the dense gradient) or to its rows only
+    (``lazy=True``); parameters with dense gradients get the parent's update.
 
     The state has Adam's keys (``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints, resumption and
-    learning-rate schedules work as with Adam. ``step`` counts the steps that touched the parameter
-    at all (bias correction as in torch's ``SparseAdam``).
+    learning-rate schedules work as with Adam, and a run can resume with the other update. Lazily,
+    ``step`` counts the steps that touched the parameter at all (bias correction as in torch's
+    ``SparseAdam``).
     """
 
-    def __init__(self, params: Iterable[Tensor], **adam: object) -> None:
+    def __init__(self, params: Iterable[Tensor], *, lazy: bool, **adam: object) -> None:
         if adam.get("amsgrad") or adam.get("maximize"):
             raise ValueError("RowAdam supports neither amsgrad nor maximize")
         super().__init__(params, **adam)  # type: ignore[arg-type]
+        self.lazy = lazy
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -59,18 +71,41 @@ class RowAdam(torch.optim.Adam):
         finally:
             for p, grad in rows.items():
                 p.grad = grad
+        update = self._update_rows if self.lazy else self._update_every_row
         for group in self.param_groups:
             for p in group["params"]:
                 if p in rows:
-                    self._update_rows(p, rows[p].coalesce(), group)
+                    update(p, rows[p].coalesce(), group)
 
-    def _update_rows(self, weight: Tensor, grad: Tensor, group: dict) -> None:
+    def _state(self, weight: Tensor) -> dict:
         state = self.state[weight]
         if not state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=weight.device)
             state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
         state["step"] += 1
+        return state
+
+    def _update_every_row(self, weight: Tensor, grad: Tensor, group: dict) -> None:
+        state = self._state(weight)
+        lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        decoupled = group["decoupled_weight_decay"]
+        kernels = cpp_loop.extension() if weight.device.type == "cpu" else None
+        if kernels is not None and weight.dtype == torch.float32 and weight.is_contiguous():
+            values = grad.values().to(weight.dtype).contiguous()
+            kernels.adam_from_rows(
+                weight, state["exp_avg"], state["exp_avg_sq"], grad.indices()[0], values,
+                float(lr), beta1, beta2, eps, decay, decoupled, int(state["step"]),
+            )  # fmt: skip
+            return
+        fused = torch._fused_adamw_ if decoupled else torch._fused_adam_  # no compiler: the dense way
+        fused(
+            [weight], [grad.to_dense()], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
+            lr=lr, beta1=beta1, beta2=beta2, weight_decay=decay, eps=eps, amsgrad=False, maximize=False,
+        )  # fmt: skip
+
+    def _update_rows(self, weight: Tensor, grad: Tensor, group: dict) -> None:
+        state = self._state(weight)
         step = float(state["step"])
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         index, values = grad.indices()[0], grad.values()

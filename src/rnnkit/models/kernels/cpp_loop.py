@@ -1,5 +1,8 @@
 """rnnkit's compiled C++ time loop: ``csrc/recurrence.cpp``, built once per machine on first use.
 
+The same module carries ``csrc/adam.cpp``, the exact Adam update of an embedding from its row
+gradient (:mod:`rnnkit.training.embedding_rows`).
+
 The time loop of a recurrent layer is one small matrix product per step plus element-wise gate
 maths. Written in Python that maths costs about ten op dispatches per step, more than the product
 itself; the C++ loop does one product and one fused, vectorised pass per step. Everything else (the
@@ -41,7 +44,7 @@ from rnnkit.runtime import cpu_flags, cpu_has_native_bfloat16
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("recurrence.cpp", "adam.cpp"))
 NAME = "rnnkit_recurrence"
 # -ffast-math lets gcc call glibc's vectorised exp/tanh; it is a compile flag only, so the library
 # is not linked with crtfastmath and never changes the process's denormal (FTZ/DAZ) mode.
@@ -75,7 +78,7 @@ def _mapped_libraries() -> list[str]:
 
 
 def build_directory() -> Path:
-    """Where this source is built for this torch install, Python and CPU: one folder per combination.
+    """Where these sources are built for this torch install, Python and CPU: one folder per combination.
 
     The CPU's feature flags are part of the key because ``-march=native`` code can crash on an
     older CPU sharing the same home folder. The torch install is too (its path, not only its
@@ -83,7 +86,7 @@ def build_directory() -> Path:
     sharing one folder would each find the other's build stale and compile again, every time.
     """
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or "~/.cache/torch_extensions").expanduser()
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES))
     build = (
         torch.__version__,
         torch.__file__,
@@ -107,16 +110,17 @@ def extension() -> ModuleType | None:
         if not (folder / f"{NAME}.so").exists():
             logger.info("compiling rnnkit's CPU recurrence kernels into %s (once, ~20 s)", folder)
         folder.mkdir(parents=True, exist_ok=True)
-        # Compile a copy kept in the folder: ninja's build file then names the same source path
-        # whichever checkout of rnnkit (same source, same torch) asks, so none of them rebuilds it.
-        source = folder / SOURCE.name
-        if not source.exists():
-            atomic_write_bytes(source, SOURCE.read_bytes())
+        # Compile copies kept in the folder: ninja's build file then names the same source paths
+        # whichever checkout of rnnkit (same sources, same torch) asks, so none of them rebuilds it.
+        copies = [folder / source.name for source in SOURCES]
+        for source, copy in zip(SOURCES, copies, strict=True):
+            if not copy.exists():
+                atomic_write_bytes(copy, source.read_bytes())
         _put_ninja_on_path()
         openmp = list(openmp_flags())
         return cpp_extension.load(
             NAME,
-            [str(source)],
+            [str(copy) for copy in copies],
             extra_cflags=[*CFLAGS, *openmp],
             extra_ldflags=openmp if "-fopenmp" in openmp else [],
             build_directory=str(folder),

@@ -55,9 +55,7 @@ def run_recurrent(module: nn.RNNBase, inputs: Tensor, kernel: str = "auto") -> T
     return outputs
 
 
-def run_layer(
-    modules: Sequence[nn.RNNBase], inputs: Tensor, lengths: Tensor, kernel: str = "auto"
-) -> Tensor:
+def run_layer(modules: Sequence[nn.RNNBase], inputs: Tensor, lengths: Tensor, kernel: str = "auto") -> Tensor:
     """One layer's states ``(batch, time, directions * hidden)``: ``run_recurrent`` of its one
     module, or of a bidirectional layer's two, the second over each sequence reversed within its
     length (:func:`~rnnkit.models.sequence.reverse_padded`) and its states put back in reading order.

@@ -1079,6 +1079,13 @@ int64_t task_threads(int64_t directions, int64_t batch) {
 
 }  // namespace
 
+// csrc/adam.cpp, built into the same module.
+std::tuple<at::Tensor, at::Tensor> embedding_rows_grad(const at::Tensor& ids, const at::Tensor& grad,
+                                                       int64_t num_weights, int64_t padding);
+void adam_from_rows(at::Tensor weight, at::Tensor exp_avg, at::Tensor exp_avg_sq, const at::Tensor& rows,
+                    const at::Tensor& values, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, bool decoupled, int64_t step);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward);
   m.def("lstm_backward", &lstm_backward);
@@ -1091,4 +1098,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward_int8", &rnn_forward_int8);
   m.def("has_int8_products", &has_int8_products);
   m.def("task_threads", &task_threads);
+  m.def("embedding_rows_grad", &embedding_rows_grad);
+  m.def("adam_from_rows", &adam_from_rows);
 }
