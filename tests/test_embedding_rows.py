@@ -15,7 +15,7 @@ from rnnkit.models import GRUClassifier
 from rnnkit.models.embedders import TokenEmbedder, _row_gradient
 from rnnkit.models.kernels import cpp_loop
 from rnnkit.training import experiment
-from rnnkit.training.embedding_rows import RowAdam, clip_grad_norm, use_row_gradients
+from rnnkit.training.embedding_rows import RowAdam, _coalesced, clip_grad_norm, use_row_gradients
 from rnnkit.training.trainer import build_optimizer
 
 IDS = torch.tensor([[3, 1, 3, 0], [5, 3, 0, 0]])  # id 0 is padding; 1, 3 and 5 occur
@@ -231,3 +231,15 @@ def test_the_embedding_keeps_its_dense_gradient_where_rows_cannot_go(monkeypatch
     optimizer = build_optimizer(cfg, model)
     assert not isinstance(optimizer, RowAdam)
     assert not model.embedder.embedding.sparse
+
+
+def test_rows_already_distinct_and_in_order_are_taken_as_coalesced_without_a_copy():
+    values = torch.arange(6.0).view(3, 2)
+    ordered = torch.sparse_coo_tensor(torch.tensor([[1, 4, 7]]), values, (9, 2), check_invariants=True)
+    assert not ordered.is_coalesced()  # what autograd's accumulation hands over
+    marked = _coalesced(ordered)
+    assert marked.is_coalesced() and marked._values().data_ptr() == values.data_ptr()
+    repeated = torch.sparse_coo_tensor(torch.tensor([[4, 1, 4]]), values, (9, 2), check_invariants=True)
+    summed = _coalesced(repeated)
+    assert summed._indices()[0].tolist() == [1, 4]
+    torch.testing.assert_close(summed._values(), torch.tensor([[2.0, 3.0], [4.0, 6.0]]))

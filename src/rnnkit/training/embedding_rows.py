@@ -75,7 +75,7 @@ class RowAdam(torch.optim.Adam):
         for group in self.param_groups:
             for p in group["params"]:
                 if p in rows:
-                    update(p, rows[p].coalesce(), group)
+                    update(p, _coalesced(rows[p]), group)
 
     def _state(self, weight: Tensor) -> dict:
         state = self.state[weight]
@@ -123,6 +123,21 @@ class RowAdam(torch.optim.Adam):
         weight.index_copy_(0, index, w)
 
 
+def _coalesced(grad: Tensor) -> Tensor:
+    """``grad.coalesce()``, free when its rows are already distinct and in order.
+
+    The embedding's backward makes them so and says so, but autograd's accumulation drops the flag,
+    and coalescing again sorts and copies every row of the batch (0.27 ms for 3,500 rows x 100).
+    """
+    if grad.is_coalesced() or grad.sparse_dim() != 1:
+        return grad.coalesce()
+    rows = grad._indices()[0]
+    if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+        return grad.coalesce()
+    indices, values = grad._indices(), grad._values()
+    return torch.sparse_coo_tensor(indices, values, grad.shape, check_invariants=False, is_coalesced=True)
+
+
 def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     """``nn.utils.clip_grad_norm_`` (2-norm over all gradients) that also takes sparse gradients,
     which torch's does not; sparse ones are coalesced first, so each row counts once."""
@@ -131,7 +146,7 @@ def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     if not sparse:
         return nn.utils.clip_grad_norm_(params, max_norm)
     for p in sparse:
-        p.grad = p.grad.coalesce()
+        p.grad = _coalesced(p.grad)
     grads = [p.grad.values() if p.grad.is_sparse else p.grad for p in params]
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
