@@ -296,6 +296,15 @@ def test_a_run_folder_without_write_permission_is_one_line(finished_run, tmp_pat
         run.chmod(0o755)
 
 
+def test_a_data_path_with_a_name_too_long_for_the_file_system_is_one_short_line(tmp_path, capsys):
+    path = tmp_path / ("x" * 300) / "corpus.csv"
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), "--set", "data.dataset=csv", "--set", f"data.path={path}"]
+    line = fails_with(capsys, argv, "too long for the file system", "shorten it")
+    assert "x" * 300 not in line
+    assert not run.exists()
+
+
 def test_an_unusable_cache_folder_is_one_line_before_the_run_folder_exists(tmp_path, monkeypatch, capsys):
     (tmp_path / "cache-file").write_text("not a folder", encoding="utf-8")
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache-file"))

@@ -132,6 +132,25 @@ def test_every_error_message_is_one_line(tmp_path):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.loggers=[csv, " + "data" * 80 + "]",
+        "train.optimizer=" + "adam" * 80,
+        "data.path=" + "notes/" * 80 + "x.txt",
+    ],
+)
+def test_a_long_bad_value_is_cut_short_in_the_message(override):
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[override])
+    assert "..." in str(error.value) and len(str(error.value)) <= 300
+
+
+def test_a_data_path_with_a_name_too_long_for_the_file_system_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"data\.path .* cannot be looked at: File name too long"):
+        load_config(overrides=["data.path=/" + "x" * 300])
+
+
 def test_a_config_survives_a_round_trip_through_yaml(tmp_path):
     cfg = load_config(CONFIGS / "lstm.yaml", ["train.epochs=4", "data.categories=[a, b]"])
     assert load_config(write(tmp_path, cfg.to_yaml())) == cfg

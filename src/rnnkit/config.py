@@ -229,13 +229,18 @@ def _dataset_kind(path: str) -> str:
         return "csv"
     if suffix in (".jsonl", ".json"):
         return "jsonl"
-    if location.is_dir():
+    try:
+        is_folder = location.is_dir()
+    except OSError as error:  # e.g. a name longer than the file system allows
+        shown = _show(str(path), 160)
+        raise ConfigError(f"data.path {shown} cannot be looked at: {error.strerror}") from None
+    if is_folder:
         for kind in ("csv", "jsonl"):
             if (location / f"train.{kind}").is_file() and (location / f"test.{kind}").is_file():
                 return kind
         return "folder"
     raise ConfigError(
-        f"data.path {path!r} is neither a folder nor a .csv, .jsonl or .json file; "
+        f"data.path {_show(str(path), 160)} is neither a folder nor a .csv, .jsonl or .json file; "
         "set data.dataset to folder, csv or jsonl"
     )
 
@@ -428,7 +433,7 @@ def _check_constraints(where: str, value: Any, meta: typing.Mapping[str, Any]) -
         unknown = [item for item in value if item not in items]
         if unknown:
             hint = did_you_mean(str(unknown[0]), items)
-            raise ConfigError(f"{where} may only contain {', '.join(items)}; got {unknown[0]!r}{hint}")
+            raise ConfigError(f"{where} may only contain {', '.join(items)}; got {_show(unknown[0])}{hint}")
     if isinstance(value, list) and meta.get("nonempty") and not value:
         raise ConfigError(f"{where} must name at least one value, got an empty list")
     if isinstance(value, list) and meta.get("unique") and len(set(map(str, value))) < len(value):

@@ -54,8 +54,11 @@ def environment_fault(error: OSError, then: str = "run the command again") -> En
     A full disk or a read-only folder is not a bug in rnnkit, and every run file is written
     atomically, so nothing already written is damaged: the user frees space or picks another
     folder and does ``then``.
+    A path with a name longer than the file system allows is the user's to shorten.
     """
-    where = f" ({error.filename})" if error.filename else ""
+    where = f" ({_cut(str(error.filename))})" if error.filename else ""
+    if error.errno == errno.ENAMETOOLONG:
+        return EnvironmentFault(f"a name in this path is too long for the file system{where}; shorten it")
     if error.errno in _NO_SPACE:
         return EnvironmentFault(f"{_NO_SPACE[error.errno]}{where}; free some space, then {then}")
     if error.errno in _NOT_WRITABLE:
@@ -64,3 +67,8 @@ def environment_fault(error: OSError, then: str = "run the command again") -> En
             f"RNNKIT_CACHE) or fix its permissions, then {then}"
         )
     return None
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    """A path for a one-line message: a user's path can be as long as the system allows."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
