@@ -14,6 +14,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import benchmark
 
+from rnnkit.models.kernels import cpp_loop
+
 
 @pytest.mark.slow
 def test_a_quick_synthetic_run_reports_every_variant_against_the_tutorial(tmp_path, capsys):
@@ -82,3 +84,45 @@ def test_the_floor_counts_both_directions_and_every_gate_block():
     assert lstm.flops == 2 * 20 * 3 * 8 * 16 and gru.flops == 2 * 20 * 3 * 8 * 12 * 2
     floor = matmul_floor.measure(gru, torch.float32, repeats=1)
     assert floor.tokens_per_s == pytest.approx(gru.tokens / (floor.per_step_s + floor.all_step_s))
+
+
+def test_the_exact_update_cost_script_reports_the_pass_beside_memory_and_each_deferral(capsys):
+    import exact_update_cost
+
+    if cpp_loop.extension() is None:
+        pytest.skip("the exact pass is a compiled kernel")
+    args = [
+        "--vocab",
+        "300",
+        "--dim",
+        "8",
+        "--steps",
+        "4,6",
+        "--every",
+        "1,2",
+        "--rounds",
+        "1",
+        "--repeats",
+        "1",
+    ]
+    exact_update_cost.main(args)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:2]] == ["exact", "in-place"]
+    assert [line.split(" tokens")[0] for line in lines[2:]] == ["64 x 4", "64 x 6"]
+    assert all("K=1:" in line and "K=2:" in line for line in lines[2:])
+
+
+def test_the_deferred_pass_moves_only_the_batchs_rows_between_full_passes():
+    from exact_update_cost import EveryKthPass
+
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = EveryKthPass(embedding.parameters(), lazy=False, lr=0.1)
+    optimizer.k = 2
+    every_row, batch = list(range(10)), [2, 5]
+    # steps 1 and 3 move the batch's rows only, step 2 (a full pass) every row with a moment
+    for step, (ids, moving) in enumerate([(every_row, every_row), (batch, every_row), (batch, batch)], 1):
+        before = embedding.weight.detach().clone()
+        optimizer.zero_grad()
+        embedding(torch.tensor(ids)).sum().backward()
+        optimizer.step()
+        assert (embedding.weight != before).any(dim=1).nonzero().flatten().tolist() == moving, step
