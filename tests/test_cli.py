@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import shutil
@@ -335,3 +336,45 @@ def test_any_other_os_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_compare", broken)
     with pytest.raises(OSError, match="Bad file descriptor"):
         main(["compare", "runs/x"])
+
+
+def test_predict_writes_a_command_line_text_that_is_not_utf8_into_its_row(finished_run, tmp_path, capsys):
+    out = tmp_path / "rows.jsonl"
+    argv = ["predict", "--run-dir", str(finished_run), "bad \udc80", "--with-text", "--output", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["text"] == "bad \ufffd"
+    assert "1 texts had bytes that are not UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["compare", "<run>", "--plot", "<folder>"], "this path is a folder, not a file (<folder>)"),
+        (["compare", "<run>", "--plot", "<file>/x.png"], "a file stands where this path needs a folder"),
+        (["predict", "--run-dir", "<run>", "nasa", "--output", "<folder>"], "is a folder, not a file"),
+        (["explain", "--run-dir", "<run>", "nasa", "--html", "<folder>"], "is a folder, not a file"),
+        (["export", "--run-dir", "<run>", "--format", "onnx", "--out", "<file>/out"], "a file stands where"),
+        (["train", "--run-dir", "<file>/run"], "a file stands where this path needs a folder"),
+    ],
+)
+def test_an_output_path_that_is_a_folder_or_goes_through_a_file_is_one_line(
+    finished_run, tmp_path, capsys, argv, fragment
+):
+    folder, file = tmp_path / "out.csv", tmp_path / "docs.txt"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep", encoding="utf-8")
+    file.write_text("keep", encoding="utf-8")
+    places = {"<run>": str(finished_run), "<folder>": str(folder), "<file>": str(file)}
+    for placeholder, path in places.items():
+        argv = [arg.replace(placeholder, path) for arg in argv]
+        fragment = fragment.replace(placeholder, path)
+    fails_with(capsys, argv, fragment)
+    assert file.read_text(encoding="utf-8") == (folder / "mine.txt").read_text(encoding="utf-8") == "keep"
+    assert {p.name for p in tmp_path.iterdir()} - {"cache"} == {"docs.txt", "out.csv"}
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+
+
+@pytest.mark.parametrize("value", ["-" + "9" * 3000, "9x" * 999])
+def test_a_very_long_bad_number_is_cut_in_the_one_line_error(capsys, value):
+    line = fails_with(capsys, ["predict", "--run-dir", "x", "--top-k", value, "hi"], "--top-k")
+    assert len(line) < 300

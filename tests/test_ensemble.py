@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import fails_with
 from test_trainer import train_tiny_run
 
 import rnnkit
@@ -115,3 +116,17 @@ def test_a_baseline_member_needs_a_run_trained_with_one(tmp_path):
     without = train_tiny_run(tmp_path, **{"train.baseline": False})
     with pytest.raises(ConfigError, match="has no TF-IDF baseline"):
         create_ensemble([without], tmp_path / "hybrid", with_baseline=True)
+
+
+def test_overwrite_never_empties_a_folder_that_holds_no_run_or_ensemble(members, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    argv = ["ensemble", *map(str, members), "--run-dir", str(tmp_path), "--overwrite"]
+    fails_with(capsys, argv, "holds no rnnkit run or ensemble")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["docs.txt", "docs.txt/ensemble"])
+def test_a_file_in_the_place_of_the_ensemble_folder_is_one_line(members, tmp_path, capsys, where):
+    (tmp_path / "docs.txt").write_text("mine", encoding="utf-8")
+    fails_with(capsys, ["ensemble", *map(str, members), "--run-dir", str(tmp_path / where)], "docs.txt")
+    assert (tmp_path / "docs.txt").read_text(encoding="utf-8") == "mine"

@@ -175,3 +175,15 @@ def test_without_captum_the_cli_names_the_pip_command(run_dir, monkeypatch, caps
 def test_the_run_is_opened_with_the_torch_modules_for_gradients(run_dir):
     explainer = Explainer(open_run(run_dir))
     assert explainer.model.hparams["kernel"] == "native"
+
+
+def test_a_text_that_is_not_utf8_is_explained_with_replacement_characters(run_dir, tmp_path, capsys):
+    page = tmp_path / "why.html"
+    assert main(["explain", "--run-dir", str(run_dir), "nasa \udc80", "--html", str(page)]) == 0
+    assert "\ufffd" in page.read_text(encoding="utf-8")
+    assert "TEXT had bytes that are not UTF-8" in capsys.readouterr().err
+
+
+def test_a_number_of_steps_that_would_fill_the_memory_is_one_line(run_dir, capsys):
+    argv = ["explain", "--run-dir", str(run_dir), "nasa", "--steps", "1000000000"]
+    fails_with(capsys, argv, "--steps must be between 2 and 10000, got 1000000000")

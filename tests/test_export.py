@@ -169,3 +169,11 @@ def test_without_onnx_the_cli_names_the_pip_command(run_dir, tmp_path, monkeypat
     argv = ["export", "--run-dir", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "out")]
     fails_with(capsys, argv, "pip install 'rnnkit[export]'")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_export_folder_whose_name_is_not_utf8_is_written_and_named(finished_run, tmp_path, capsys, fmt):
+    out = tmp_path / "\udcff"  # a byte that is not UTF-8, as Python decodes a command line
+    assert main(["export", "--run-dir", str(finished_run), "--format", fmt, "--out", str(out)]) == 0
+    assert (out / json.loads((out / "export.json").read_text())["model_file"]).is_file()
+    assert "\\udcff" in capsys.readouterr().out  # printed escaped, as Python's stderr does

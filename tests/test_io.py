@@ -3,6 +3,8 @@
 import errno
 import json
 import os
+import stat
+import threading
 
 import pytest
 
@@ -79,3 +81,27 @@ def test_a_full_disk_names_the_file_being_written_not_its_temporary_copy(tmp_pat
         atomic_write_json(tmp_path / "metrics.json", {"accuracy": 0.5})
     assert (error.value.errno, error.value.filename) == (errno.ENOSPC, str(tmp_path / "metrics.json"))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_an_atomic_write_to_a_named_pipe_writes_into_it_and_keeps_the_pipe(tmp_path):
+    # Renaming a file over it would replace the pipe (or, for root, /dev/null itself).
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    atomic_write_bytes(pipe, b"rows")
+    reader.join(timeout=30)
+    assert received == [b"rows"] and stat.S_ISFIFO(pipe.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_an_atomic_write_to_a_folder_or_through_a_file_fails_before_writing(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        atomic_write_bytes(tmp_path, b"rows")
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(NotADirectoryError) as error:
+        atomic_write_bytes(tmp_path / "file" / "rows.csv", b"rows")
+    assert error.value.filename == str(tmp_path / "file")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"] and (tmp_path / "file").read_text() == "keep"

@@ -218,3 +218,10 @@ def test_an_output_file_keeps_its_old_content_when_predicting_fails(tmp_path):
         write_predictions(out, "line", failing(), with_text=False, k=2)
     assert out.read_text(encoding="utf-8") == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_a_command_line_text_that_is_not_utf8_is_read_with_replacement_characters():
+    # Python holds argument bytes that are not UTF-8 as lone surrogates; no UTF-8 output holds them.
+    documents = read_documents(["fine", "bad \udc80 byte"], None)
+    assert [d.text for d in documents] == ["fine", "bad \ufffd byte"]
+    assert documents.undecodable == [2]

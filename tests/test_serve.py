@@ -237,3 +237,12 @@ def test_quantize_and_amp_together_are_refused_in_one_line(run_dir, capsys):
     fails_with(
         capsys, ["serve", "--run-dir", str(run_dir), "--quantize", "--amp"], "choose --quantize or --amp"
     )
+
+
+def test_a_clients_odd_key_is_named_on_one_short_line(server):
+    client, _ = server
+    for key in ["\n", "k" * 5000]:
+        response = client.post("/predict", json={"texts": ["a"], key: 1})
+        error = response.json()["error"]
+        assert response.status_code == 422 and "Extra inputs are not permitted" in error
+        assert "\n" not in error and len(error) < 100

@@ -8,16 +8,19 @@ saying how to resume. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from rnnkit import __version__
-from rnnkit.errors import RnnkitError, environment_fault
+from rnnkit.errors import RnnkitError, _cut, environment_fault
 from rnnkit.openmp import choose_wait_policy
 
 logger = logging.getLogger("rnnkit")
@@ -49,7 +52,7 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's prints usage and exits
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
+        raise _UsageError(f"{_cut(message, 200)} (see '{self.prog} --help')")  # it quotes the bad value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: _is_main_process())
     logger.addHandler(handler)
+    escaping = contextlib.ExitStack()
+    for stream in (sys.stdout, sys.stderr):
+        escaping.enter_context(_unencodable_escaped(stream))
     try:
         args = build_parser().parse_args(argv)
         logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
@@ -80,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         logger.removeHandler(handler)
+        escaping.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,7 +375,7 @@ def _predict(args: argparse.Namespace) -> int:
     from rnnkit import prediction_io as pio
 
     if args.top_k is not None and args.top_k < 1:
-        raise _UsageError(f"--top-k must be at least 1, got {args.top_k}")
+        raise _UsageError(f"--top-k must be at least 1, got {_cut(str(args.top_k), 20)}")
     if args.file is not None and args.texts:
         raise _UsageError("give texts to classify or --file FILE, not both")
     if args.file is None and not args.texts:
@@ -420,6 +427,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from rnnkit.explain import command
+    from rnnkit.prediction_io import without_surrogates
 
     if args.text is not None and args.split is not None:
         raise _UsageError("give a TEXT to explain or --split SPLIT, not both")
@@ -429,9 +437,14 @@ def _explain(args: argparse.Namespace) -> int:
         colour = args.color == "always" or (
             args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
         )
+        text = without_surrogates(args.text)  # its tokens are printed and written as UTF-8
+        if text != args.text:
+            logger.warning(
+                "TEXT had bytes that are not UTF-8 (replaced by U+FFFD); check your terminal's encoding"
+            )
         print(
             command.explain_text(
-                args.run_dir, args.text, args.target, args.steps, args.device, args.json, colour, args.html
+                args.run_dir, text, args.target, args.steps, args.device, args.json, colour, args.html
             )
         )
         return 0
@@ -540,6 +553,24 @@ def _include_packages(modules: Sequence[str]) -> None:
                 f"--include-package {module}: no module named {error.name!r}; "
                 "give an importable module name (a file my_models.py in the current folder is my_models)"
             ) from None
+
+
+@contextlib.contextmanager
+def _unencodable_escaped(stream: TextIO) -> Iterator[None]:
+    """Print what ``stream``'s encoding cannot hold as escapes (``\\udcff``), as Python's stderr does.
+
+    A path that is not UTF-8 (Python holds its bytes as lone surrogates) would otherwise fail the
+    line that names it, after all the work is done.
+    """
+    if not isinstance(stream, io.TextIOWrapper):
+        yield
+        return
+    errors = stream.errors
+    stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        stream.reconfigure(errors=errors)
 
 
 def _is_main_process() -> bool:

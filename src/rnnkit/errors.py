@@ -54,11 +54,16 @@ def environment_fault(error: OSError, then: str = "run the command again") -> En
     A full disk or a read-only folder is not a bug in rnnkit, and every run file is written
     atomically, so nothing already written is damaged: the user frees space or picks another
     folder and does ``then``.
-    A path with a name longer than the file system allows is the user's to shorten.
+    A path with a name longer than the file system allows is the user's to shorten, and one that
+    names a folder where a file belongs, or passes through a file, is the user's to correct.
     """
     where = f" ({_cut(str(error.filename))})" if error.filename else ""
     if error.errno == errno.ENAMETOOLONG:
         return EnvironmentFault(f"a name in this path is too long for the file system{where}; shorten it")
+    if error.errno == errno.EISDIR:
+        return EnvironmentFault(f"this path is a folder, not a file{where}; give a file name")
+    if error.errno == errno.ENOTDIR:
+        return EnvironmentFault(f"a file stands where this path needs a folder{where}; choose another path")
     if error.errno in _NO_SPACE:
         return EnvironmentFault(f"{_NO_SPACE[error.errno]}{where}; free some space, then {then}")
     if error.errno in _NOT_WRITABLE:

@@ -56,10 +56,18 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 
     For output written piece by piece (predictions streamed in chunks): a temporary file in the same
     folder, fsync'ed and renamed over ``path`` at the end; on any error it is removed and ``path``
-    keeps what it had.
+    keeps what it had. A ``path`` that is a device or a named pipe has no contents to keep and is
+    written directly.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():  # found now, not by the rename after all the writing
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    if target.exists() and not target.is_file():
+        # /dev/null, a named pipe: written into, as a shell would; renaming over it would replace the device.
+        with target.open("wb") as handle:
+            yield handle
+        return
+    make_folders(target.parent)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as error:
@@ -77,6 +85,18 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             raise _naming(error, target) from None  # a full disk names no file, or the temporary one
         raise
     _fsync_dir(target.parent)
+
+
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents; a file standing in the way is ``ENOTDIR``.
+
+    ``Path.mkdir`` reports that file as ``FileExistsError``, which is also what a lost race to
+    create a folder looks like; ``ENOTDIR`` names the actual problem.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), error.filename) from None
 
 
 def _naming(error: OSError, target: Path) -> OSError:

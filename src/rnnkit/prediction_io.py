@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ STDIN = "-"
 CHUNK_DOCUMENTS = 8192
 """Documents predicted and written together: large enough for full batches, small enough that
 memory does not grow with the input."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _BOMS = (  # longest first: the UTF-32-LE mark begins with the UTF-16-LE one
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -85,7 +88,9 @@ def read_documents(texts: Sequence[str], file: str | os.PathLike[str] | None) ->
     the documents are consumed.
     """
     if file is None:
-        return Documents("line", (Document(i, text) for i, text in enumerate(texts, start=1)))
+        documents = Documents("line", iter(()))
+        documents.items = _arguments(texts, documents)
+        return documents
     if os.fspath(file) == STDIN:
         documents = Documents("line", iter(()))
         documents.items = _lines(sys.stdin.buffer, documents)
@@ -106,6 +111,25 @@ def read_documents(texts: Sequence[str], file: str | os.PathLike[str] | None) ->
     documents = Documents("line", iter(()))
     documents.items = _lines_of_file(path, documents)
     return documents
+
+
+def _arguments(texts: Sequence[str], documents: Documents) -> Iterator[Document]:
+    """Texts typed on the command line, numbered from 1, undecodable bytes replaced as in a file.
+
+    Python holds argument bytes that are not UTF-8 as lone surrogates, which no UTF-8 output can
+    hold: ``--with-text`` would fail at the first row it writes.
+    """
+    for number, text in enumerate(texts, start=1):
+        clean = without_surrogates(text)
+        if clean != text:
+            documents.undecodable.append(number)
+        yield Document(number, clean)
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (a byte that was not UTF-8, as Python decodes a command
+    line or a file name) replaced by U+FFFD, so that it can be printed and written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _lines_of_file(path: Path, documents: Documents) -> Iterator[Document]:
@@ -174,6 +198,14 @@ def _peek(binary: BinaryIO, size: int) -> bytes:
 
 def report_reading(documents: Documents, file: str | os.PathLike[str] | None) -> None:
     """Warn about what reading found, after the rows are out (the input is streamed)."""
+    if file is None and documents.undecodable:
+        logger.warning(
+            "%d texts had bytes that are not UTF-8 (replaced by U+FFFD), first text %s; check your "
+            "terminal's encoding",
+            len(documents.undecodable),
+            documents.undecodable[0],
+        )
+        return
     file = "standard input" if file is not None and os.fspath(file) == STDIN else file
     if documents.undecodable:
         logger.warning(

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from rnnkit.data import Batch, EncodedDataset, SortedBatchSampler, collate
 from rnnkit.data.text import PAD_ID, UNK_ID
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, _cut
 from rnnkit.extras import require
 from rnnkit.models import module_path
 from rnnkit.models.pooling import AttentionPooling
@@ -43,6 +43,10 @@ DEFAULT_STEPS = 200
 falls only about as 1/steps; on 50 20 Newsgroups test documents (bi-GRU, max pooling) the mean
 completeness error was 4.2% of the logit difference at 50 steps, 2.1% at 100, 0.68% at 200 and
 0.32% at 400 (median 0.53%, 0.32%, 0.10%, 0.07%)."""
+
+MAX_STEPS = 10_000
+"""More integration points gain nothing measurable (0.07% median error at 400) and each takes a
+row of every forward pass: a mistyped ``--steps`` would fill the memory instead."""
 
 EXPANDED_ROWS = 256
 """Rows (documents x integration points) per forward/backward pass, which bounds memory."""
@@ -113,8 +117,8 @@ class Explainer:
     """Attributions for one run's model; ``steps`` integration points per explanation."""
 
     def __init__(self, run: TrainedRun, steps: int = DEFAULT_STEPS) -> None:
-        if steps < 2:
-            raise RnnkitError(f"--steps must be at least 2, got {steps}")
+        if not 2 <= steps <= MAX_STEPS:
+            raise RnnkitError(f"--steps must be between 2 and {MAX_STEPS}, got {_cut(str(steps), 20)}")
         captum_attr = require_captum()
         self.run = run
         self.steps = steps

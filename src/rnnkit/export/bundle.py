@@ -20,6 +20,7 @@ import torch
 
 from rnnkit import __version__
 from rnnkit.export.formats import FORMATS, INPUTS, MODEL_FILES, ONNX_OPSET, OUTPUTS, ExportError, write
+from rnnkit.io import make_folders
 from rnnkit.models import module_path
 from rnnkit.runs import TrainedRun
 from rnnkit.tasks import MULTILABEL
@@ -40,7 +41,7 @@ def export_run(
         )
     target = Path(out)
     _check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(target.parent)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     umask = os.umask(0)
     os.umask(umask)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -75,35 +76,44 @@ def write(model: nn.Module, fmt: str, path: Path) -> float:
         warnings.simplefilter("ignore")
         if fmt == "onnx":
             require("onnx", "export", "rnnkit export --format onnx")
-            torch.onnx.export(
-                wrapper,
-                example,
-                str(path),
-                dynamo=False,
-                opset_version=ONNX_OPSET,
-                input_names=list(INPUTS),
-                output_names=list(OUTPUTS),
-                dynamic_axes={
-                    "token_ids": {0: "batch", 1: "length"},
-                    "lengths": {0: "batch"},
-                    "logits": {0: "batch"},
-                    "probabilities": {0: "batch"},
-                },
-            )
-        else:
-            torch.jit.save(torch.jit.trace(wrapper, example, check_trace=False), str(path))
+        # Python opens the file: the exporters' C++ cannot take a path that is not UTF-8.
+        with path.open("wb") as handle:
+            _save(wrapper, example, fmt, handle)
     return verify(wrapper, load_runner(fmt, path), vocab_size)
+
+
+def _save(wrapper: ProbabilityModel, example: tuple[Tensor, Tensor], fmt: str, handle: BinaryIO) -> None:
+    """Trace ``wrapper`` on ``example`` and write it into ``handle`` as ``fmt``."""
+    if fmt == "onnx":
+        torch.onnx.export(
+            wrapper,
+            example,
+            handle,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes={
+                "token_ids": {0: "batch", 1: "length"},
+                "lengths": {0: "batch"},
+                "logits": {0: "batch"},
+                "probabilities": {0: "batch"},
+            },
+        )
+    else:
+        torch.jit.save(torch.jit.trace(wrapper, example, check_trace=False), handle)
 
 
 def load_runner(fmt: str, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``run(token_ids, lengths) -> probabilities`` for an exported file."""
     if fmt == "onnx":
         onnxruntime = require("onnxruntime", "export", "rnnkit export --format onnx")
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
         return lambda ids, lengths: session.run(["probabilities"], {"token_ids": ids, "lengths": lengths})[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance mode
-        module = torch.jit.load(str(path))
+        with path.open("rb") as handle:
+            module = torch.jit.load(handle)
 
     def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import CheckpointError
-from rnnkit.io import atomic_write_json, atomic_write_text, exchange, finish_exchange
+from rnnkit.io import atomic_write_json, atomic_write_text, exchange, finish_exchange, make_folders
+from rnnkit.runs.folder import RunDir
 
 ENSEMBLE_NAME = "ensemble.json"
 
@@ -55,6 +56,23 @@ def read_ensemble(path: str | os.PathLike[str]) -> EnsembleSpec:
     return spec
 
 
+def check_target(path: str | os.PathLike[str], overwrite: bool) -> None:
+    """Refuse a ``--run-dir`` the ensemble may not take: a file, a folder of other files (replacing
+    it would delete them), or a run or ensemble without ``overwrite``. Cheap: checked before the
+    members are scored, and again when the folder is written."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"--run-dir {target} is a file; choose a folder for the ensemble")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not (is_ensemble(target) or RunDir(target).holds_run()):
+        raise CheckpointError(
+            f"--run-dir {target} is not empty and holds no rnnkit run or ensemble; choose another folder"
+        )
+    if not overwrite:
+        raise CheckpointError(f"{target} already exists; choose another --run-dir or pass --overwrite")
+
+
 def write_ensemble(
     path: str | os.PathLike[str],
     spec: EnsembleSpec,
@@ -66,10 +84,9 @@ def write_ensemble(
     """Write the ensemble folder at ``path`` in one move; an existing folder only with ``overwrite``."""
     target = Path(path)
     finish_exchange(target)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise CheckpointError(f"{target} already exists; choose another --run-dir or pass --overwrite")
+    check_target(target, overwrite)
     staging = target.parent / f".{target.name}.ensemble-{os.getpid()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(target.parent)
     staging.mkdir()
     try:
         members = [str(member.absolute()) for member in spec.members]

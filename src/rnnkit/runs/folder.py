@@ -42,7 +42,7 @@ from rnnkit.config import Config, load_config
 from rnnkit.data import PreparedData, Vocabulary, prepare_data
 from rnnkit.data.pipeline import Documents
 from rnnkit.errors import CheckpointError
-from rnnkit.io import atomic_write_json, atomic_write_text, exchange, finish_exchange
+from rnnkit.io import atomic_write_json, atomic_write_text, exchange, finish_exchange, make_folders
 from rnnkit.runs import manifest
 from rnnkit.runs.checkpoint import CheckpointStore
 from rnnkit.runs.lock import LOCK_NAME, RunLock, lock_folder
@@ -109,7 +109,7 @@ class RunDir:
             raise CheckpointError(
                 f"{self.path} is not empty and holds no rnnkit run; choose another --run-dir"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folders(self.path)
         lock = lock_folder(self.path)  # first, so that a run being written names its writer
         if self.holds_run() and not overwrite:
             lock.release()

@@ -22,7 +22,7 @@ from rnnkit.baseline import LinearBaseline, fit_temperature
 from rnnkit.errors import ConfigError
 from rnnkit.inference import Predictions, predict_dataset
 from rnnkit.runs import RunDir, TrainedRun, open_run
-from rnnkit.runs.ensemble import EnsembleSpec, read_ensemble, write_ensemble
+from rnnkit.runs.ensemble import EnsembleSpec, check_target, read_ensemble, write_ensemble
 from rnnkit.runtime import configure_runtime, resolve_device
 from rnnkit.tasks import MULTILABEL, SINGLE
 from rnnkit.training.metrics import per_class_report, summarize
@@ -53,6 +53,7 @@ def create_ensemble(
         raise ConfigError("a run is named twice; an ensemble's members must be different runs")
     if Path(run_dir).absolute() in paths:
         raise ConfigError(f"--run-dir {run_dir} is one of the members; choose another folder")
+    check_target(run_dir, overwrite)
     members = _open_members(paths)
     scored, temperature = _score_members(members, ("validation", "test"), with_baseline=with_baseline)
     metrics: dict[str, Any] = {
