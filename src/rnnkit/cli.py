@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rnnkit import __version__
-from rnnkit.errors import RnnkitError, _cut, environment_fault
+from rnnkit.errors import RnnkitError, environment_fault, shorten
 from rnnkit.openmp import choose_wait_policy
 
 logger = logging.getLogger("rnnkit")
@@ -52,7 +52,7 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's prints usage and exits
-        raise _UsageError(f"{_cut(message, 200)} (see '{self.prog} --help')")  # it quotes the bad value
+        raise _UsageError(f"{shorten(message, 200)} (see '{self.prog} --help')")  # it quotes the bad value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,7 +375,7 @@ def _predict(args: argparse.Namespace) -> int:
     from rnnkit import prediction_io as pio
 
     if args.top_k is not None and args.top_k < 1:
-        raise _UsageError(f"--top-k must be at least 1, got {_cut(str(args.top_k), 20)}")
+        raise _UsageError(f"--top-k must be at least 1, got {shorten(str(args.top_k), 20)}")
     if args.file is not None and args.texts:
         raise _UsageError("give texts to classify or --file FILE, not both")
     if args.file is None and not args.texts:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -458,14 +458,12 @@ def did_you_mean(name: str, candidates: typing.Iterable[str], section: str | Non
 
 def _show(value: Any, limit: int = 60) -> str:
     """A user's value for an error message: quoted, escaped onto one line and cut to ``limit``."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(repr(value), limit)
 
 
 def _one_line(text: str, limit: int = 100) -> str:
     """A parser's message on one line and cut short: it may quote a whole line of the user's file."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(" ".join(text.split()), limit)
 
 
 def _is_union(hint: Any) -> bool:

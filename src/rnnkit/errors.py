@@ -57,7 +57,7 @@ def environment_fault(error: OSError, then: str = "run the command again") -> En
     A path with a name longer than the file system allows is the user's to shorten, and one that
     names a folder where a file belongs, or passes through a file, is the user's to correct.
     """
-    where = f" ({_cut(str(error.filename))})" if error.filename else ""
+    where = f" ({shorten(str(error.filename))})" if error.filename else ""
     if error.errno == errno.ENAMETOOLONG:
         return EnvironmentFault(f"a name in this path is too long for the file system{where}; shorten it")
     if error.errno == errno.EISDIR:
@@ -74,6 +74,7 @@ def environment_fault(error: OSError, then: str = "run the command again") -> En
     return None
 
 
-def _cut(text: str, limit: int = 120) -> str:
-    """A path for a one-line message: a user's path can be as long as the system allows."""
+def shorten(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message: a user's value or path can be as
+    long as the shell or the file system allows."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -30,7 +30,7 @@ import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from sklearn.model_selection import train_test_split
 
-from rnnkit.errors import DataError, DataTypeError
+from rnnkit.errors import DataError, DataTypeError, shorten
 from rnnkit.tasks import MULTILABEL, SINGLE, task_of
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,7 @@ def _label_items(value: Any) -> list[Any]:
 
 
 def _shown(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(repr(value), limit)
 
 
 def normalise_labels(raw: Sequence[Any]) -> list[str]:

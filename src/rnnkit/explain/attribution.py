@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from rnnkit.data import Batch, EncodedDataset, SortedBatchSampler, collate
 from rnnkit.data.text import PAD_ID, UNK_ID
-from rnnkit.errors import RnnkitError, _cut
+from rnnkit.errors import RnnkitError, shorten
 from rnnkit.extras import require
 from rnnkit.models import module_path
 from rnnkit.models.pooling import AttentionPooling
@@ -118,7 +118,7 @@ class Explainer:
 
     def __init__(self, run: TrainedRun, steps: int = DEFAULT_STEPS) -> None:
         if not 2 <= steps <= MAX_STEPS:
-            raise RnnkitError(f"--steps must be between 2 and {MAX_STEPS}, got {_cut(str(steps), 20)}")
+            raise RnnkitError(f"--steps must be between 2 and {MAX_STEPS}, got {shorten(str(steps), 20)}")
         captum_attr = require_captum()
         self.run = run
         self.steps = steps

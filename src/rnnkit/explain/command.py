@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 from rnnkit.data import EncodedDataset
-from rnnkit.errors import RnnkitError, _cut
+from rnnkit.errors import RnnkitError, shorten
 from rnnkit.explain.aggregate import plot_top_words, top_words
 from rnnkit.explain.attribution import DEFAULT_STEPS, Explainer, require_captum
 from rnnkit.explain.render import html_page, summary
@@ -50,9 +50,9 @@ def explain_split(
 ) -> str:
     """Per-class top words over ``split`` (or ``limit`` random documents of it); writes ``png``."""
     if k < 1:
-        raise RnnkitError(f"--top-words must be at least 1, got {_cut(str(k), 20)}")
+        raise RnnkitError(f"--top-words must be at least 1, got {shorten(str(k), 20)}")
     if limit is not None and limit < 1:
-        raise RnnkitError(f"--limit must be at least 1, got {_cut(str(limit), 20)}")
+        raise RnnkitError(f"--limit must be at least 1, got {shorten(str(limit), 20)}")
     require_captum()
     explainer = Explainer(open_run(run_dir, device), DEFAULT_STEPS if steps is None else steps)
     dataset = explainer.run.load_split(split)

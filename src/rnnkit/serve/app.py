@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from rnnkit.errors import ConfigError, _cut
+from rnnkit.errors import ConfigError, shorten
 from rnnkit.extras import require
 from rnnkit.runs import TrainedRun
 from rnnkit.serve.batching import MicroBatcher
@@ -169,7 +169,7 @@ def _one_line(problems: list[dict[str, Any]]) -> str:
         if problem.get("type") == "json_invalid":
             return f"the request body is not valid JSON ({problem.get('ctx', {}).get('error', 'unreadable')})"
         where = ".".join(str(part) for part in problem.get("loc", ())[1:]) or "body"
-        where = _cut(" ".join(where.split()), 40)  # a client's key may be long or hold newlines
+        where = shorten(" ".join(where.split()), 40)  # a client's key may be long or hold newlines
         parts.append(f"{where}: {problem.get('msg', 'invalid')}")
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     return "; ".join(parts) + more
