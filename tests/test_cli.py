@@ -297,6 +297,24 @@ def test_a_run_folder_without_write_permission_is_one_line(finished_run, tmp_pat
         run.chmod(0o755)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--run-dir", "RUN", "--file", ""],
+        ["explain", "--run-dir", "RUN", "--html", "", "text"],
+        ["compare", "RUN", "--plot", ""],
+        ["evaluate", "--run-dir", ""],
+    ],
+)
+def test_an_empty_path_option_is_refused_naming_it(capsys, argv):
+    option = argv[argv.index("") - 1]
+    fails_with(capsys, argv, f"argument {option}: needs a path, got an empty string")
+
+
+def test_an_unknown_device_is_refused_naming_the_option(capsys):
+    fails_with(capsys, ["predict", "--run-dir", "RUN", "--device", "tpu", "text"], "argument --device: 'tpu'")
+
+
 def test_a_data_path_with_a_name_too_long_for_the_file_system_is_one_short_line(tmp_path, capsys):
     path = tmp_path / ("x" * 300) / "corpus.csv"
     run = tmp_path / "run"

@@ -12,6 +12,8 @@ import csv
 import io
 import itertools
 import json
+import os
+import threading
 
 import pytest
 
@@ -141,6 +143,20 @@ def test_texts_on_the_command_line_are_numbered_by_position():
 def test_a_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_documents([], tmp_path / "nope.txt")
+
+
+def test_a_named_pipe_is_read_line_by_line_like_a_file(tmp_path):
+    """As bash's ``--file <(command)`` gives it: a path that exists but is not a regular file."""
+    pipe = tmp_path / "lines"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_bytes(b"first\nsecond\n"))
+    writer.start()
+    assert [(d.source, d.text) for d in read_documents([], pipe)] == [(1, "first"), (2, "second")]
+    writer.join()
+
+
+def test_an_empty_device_gives_no_documents():
+    assert list(read_documents([], os.devnull)) == []
 
 
 def test_printed_rows_start_with_the_line_number_and_a_blank_line_has_empty_label_fields():

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,6 +49,22 @@ AMP_HELP = (
 
 class _UsageError(Exception):
     """A command line argparse cannot accept; reported like any other user error."""
+
+
+def _path(text: str) -> str:
+    """A path option's value: an empty one would silently mean the current folder, or nothing."""
+    if not text:
+        raise argparse.ArgumentTypeError("needs a path, got an empty string")
+    return text
+
+
+def _device(text: str) -> str:
+    """A ``--device`` value, checked where the user typed it (the config's check names train.device)."""
+    if text not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"{shorten(repr(text), 40)} is not a device; use cpu, cuda, cuda:N or auto"
+        )
+    return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND", parser_class=_Parser)
 
     train = commands.add_parser("train", parents=[common], help="train a model into a run folder")
-    train.add_argument("--config", help="YAML config (see configs/); defaults apply to keys it leaves out")
+    train.add_argument(
+        "--config", type=_path, help="YAML config (see configs/); defaults apply to keys it leaves out"
+    )
     train.add_argument(
         "--set",
         action="append",
@@ -118,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a config value (repeatable)",
     )
-    train.add_argument("--run-dir", help="where to write the run (default: runs/<config name>-<date>-<time>)")
+    train.add_argument(
+        "--run-dir", type=_path, help="where to write the run (default: runs/<config name>-<date>-<time>)"
+    )
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
     )
@@ -140,10 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's best model on a split")
-    evaluate.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    evaluate.add_argument("--run-dir", type=_path, required=True, help="a folder written by 'rnnkit train'")
     evaluate.add_argument("--split", choices=("test", "validation", "train"), help="default: test")
     evaluate.add_argument(
-        "--data", metavar="PATH", help="score labelled data instead: a folder per class, a .csv or a .jsonl"
+        "--data",
+        type=_path,
+        metavar="PATH",
+        help="score labelled data instead: a folder per class, a .csv or a .jsonl",
     )
     evaluate.add_argument("--text-column", help="with --data: the text column (default: the run's)")
     evaluate.add_argument("--label-column", help="with --data: the label column (default: the run's)")
@@ -161,16 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
         "label it predicts (none after the line number or file name when it predicts none), or the K "
         "best with --top-k.",
     )
-    predict.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    predict.add_argument("--run-dir", type=_path, required=True, help="a folder written by 'rnnkit train'")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="documents to classify")
     predict.add_argument(
         "--file",
+        type=_path,
         help="a text file with one document per line (- reads standard input), or a folder of documents",
     )
     predict.add_argument("--top-k", type=int, metavar="K", help="show the K most probable classes")
-    predict.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    predict.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N or auto")
     predict.add_argument(
-        "--output", metavar="FILE", help="write one row per document to FILE (.jsonl or .csv) instead"
+        "--output",
+        type=_path,
+        metavar="FILE",
+        help="write one row per document to FILE (.jsonl or .csv) instead",
     )
     predict.add_argument("--with-text", action="store_true", help="include each document's text in --output")
     predict.add_argument("--quantize", action="store_true", help=QUANTIZE_HELP)
@@ -185,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an ensemble folder that 'rnnkit predict', 'rnnkit evaluate' and rnnkit.load use like a run.",
     )
     ensemble.add_argument("runs", nargs="+", metavar="RUN", help="runs with the same labels and test data")
-    ensemble.add_argument("--run-dir", required=True, help="the ensemble folder to write")
+    ensemble.add_argument("--run-dir", type=_path, required=True, help="the ensemble folder to write")
     ensemble.add_argument(
         "--with-baseline",
         action="store_true",
@@ -201,18 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Integrated-gradients attributions per token (Captum) for one text, or the words "
         "that drive each class over a split of the run's data. Needs: pip install 'rnnkit[explain]'.",
     )
-    explain.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    explain.add_argument("--run-dir", type=_path, required=True, help="a folder written by 'rnnkit train'")
     explain.add_argument("text", nargs="?", metavar="TEXT", help="the text to explain")
     explain.add_argument("--target", metavar="LABEL", help="explain this class instead of the predicted one")
-    explain.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    explain.add_argument("--html", type=_path, metavar="FILE", help="also write a self-contained HTML page")
     explain.add_argument("--json", action="store_true", help="print the result as JSON")
     explain.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     explain.add_argument("--split", choices=("test", "validation", "train"), help="explain a split instead")
     explain.add_argument("--top-words", type=int, default=20, metavar="K", help="words per class (--split)")
     explain.add_argument("--limit", type=int, metavar="N", help="explain N random documents of the split")
-    explain.add_argument("--png", metavar="FILE", help="bar charts of --split (default top_words_SPLIT.png)")
+    explain.add_argument(
+        "--png", type=_path, metavar="FILE", help="bar charts of --split (default top_words_SPLIT.png)"
+    )
     explain.add_argument("--steps", type=int, help="integration steps (default 200)")
-    explain.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    explain.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N or auto")
     explain.set_defaults(handler=_explain)
 
     compare = commands.add_parser(
@@ -225,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "runs", nargs="+", metavar="RUN", help="run folders, tune studies or folders of runs"
     )
-    compare.add_argument("--plot", metavar="PNG", help="also draw every run's validation curves into PNG")
+    compare.add_argument(
+        "--plot", type=_path, metavar="PNG", help="also draw every run's validation curves into PNG"
+    )
     compare.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     compare.set_defaults(handler=_compare)
 
@@ -236,12 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run trials (ordinary runs in STUDY_DIR/trials/N) until --trials have finished, "
         "pruning unpromising ones; write the trials table, best.yaml and plots into STUDY_DIR.",
     )
-    tune.add_argument("--config", help="the base YAML config the space's keys are set in")
+    tune.add_argument("--config", type=_path, help="the base YAML config the space's keys are set in")
     tune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
-    tune.add_argument("--space", help="YAML search space, e.g. configs/tune-space.yaml")
+    tune.add_argument("--space", type=_path, help="YAML search space, e.g. configs/tune-space.yaml")
     tune.add_argument("--trials", type=int, help="trials to finish (complete or pruned) in the study")
     tune.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this")
-    tune.add_argument("--study-dir", required=True, help="folder of the study (SQLite storage, trials)")
+    tune.add_argument(
+        "--study-dir", type=_path, required=True, help="folder of the study (SQLite storage, trials)"
+    )
     tune.add_argument("--resume", action="store_true", help="continue the study in --study-dir")
     tune.add_argument("--jobs", type=int, default=1, help="trials in parallel processes (default 1)")
     tune.add_argument("--pruner", choices=("median", "none"), default="median", help="default: median")
@@ -254,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the model (dynamic batch and length), its vocabulary, tokenizer settings and "
         "labels as JSON, classify.py and a README into --out. ONNX needs: pip install 'rnnkit[export]'.",
     )
-    export.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    export.add_argument("--run-dir", type=_path, required=True, help="a folder written by 'rnnkit train'")
     export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
-    export.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    export.add_argument("--out", type=_path, required=True, metavar="DIR", help="the folder to write")
     export.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
     export.set_defaults(handler=_export)
 
@@ -267,10 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a run with FastAPI + uvicorn, the model loaded once; requests that arrive "
         "together are classified in one batch. Needs: pip install 'rnnkit[serve]'.",
     )
-    serve.add_argument("--run-dir", required=True, help="a folder written by 'rnnkit train'")
+    serve.add_argument("--run-dir", type=_path, required=True, help="a folder written by 'rnnkit train'")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    serve.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N or auto")
     serve.add_argument("--amp", action="store_true", help=AMP_HELP)
     serve.add_argument("--quantize", action="store_true", help=QUANTIZE_HELP)
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request (default 64)")

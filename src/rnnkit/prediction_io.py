@@ -103,12 +103,12 @@ def read_documents(texts: Sequence[str], file: str | os.PathLike[str] | None) ->
         documents = Documents("file", iter(()))
         documents.items = _files(path, files, documents)
         return documents
-    if not path.is_file():
+    if not path.exists():
         raise DataError(
             f"--file {path} does not exist; give a text file (one document per line), a folder, or - "
             "for standard input"
         )
-    documents = Documents("line", iter(()))
+    documents = Documents("line", iter(()))  # a file, or a pipe such as bash's <(command)
     documents.items = _lines_of_file(path, documents)
     return documents
 
