@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -60,10 +59,10 @@ def _path(text: str) -> str:
 
 def _device(text: str) -> str:
     """A ``--device`` value, checked where the user typed it (the config's check names train.device)."""
-    if text not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", text):
-        raise argparse.ArgumentTypeError(
-            f"{shorten(repr(text), 40)} is not a device; use cpu, cuda, cuda:N or auto"
-        )
+    from rnnkit.runtime import DEVICE_NAMES, is_device_name
+
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"{shorten(repr(text), 40)} is not a device; use {DEVICE_NAMES}")
     return text
 
 

@@ -17,6 +17,7 @@ import ctypes
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -34,6 +35,14 @@ _DENORMAL = 1e-310  # a float64 below the smallest normal double (2.2e-308)
 _ONE = 1.0
 
 
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one ``train.device`` and ``--device`` take (:data:`DEVICE_NAMES`)."""
+    return name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name) is not None
+
+
 def resolve_device(name: str, *, local_rank: int = 0, world_size: int = 1) -> torch.device:
     """Turn ``train.device`` (``auto``/``cpu``/``cuda``/``cuda:N``) into a device this process can use.
 
@@ -42,8 +51,8 @@ def resolve_device(name: str, *, local_rank: int = 0, world_size: int = 1) -> to
     data parallelism every process owns ``cuda:LOCAL_RANK``, so a fixed ``cuda:N``, which would put
     every process on one GPU, is refused.
     """
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if not is_device_name(name):
+        raise ConfigError(f"train.device={name!r} is not a device; use {DEVICE_NAMES}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
